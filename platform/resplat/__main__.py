@@ -1,0 +1,3 @@
+from resplat.cli.main import run
+
+run()

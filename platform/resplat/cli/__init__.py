@@ -1,0 +1,1 @@
+"""The `resplat` command line: thin typer commands over the service functions."""

@@ -1,0 +1,108 @@
+"""The `resplat` command: validate, submit, schema, ui, and one sub-app per noun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from resplat import paths
+from resplat.cli import data, models
+from resplat.cli.display import DataProgress, TrainingDisplay, console, print_summary
+from resplat.cli.errors import reports_errors, set_debug
+
+app = typer.Typer(
+    help="resplat: train deep residual networks on Ray with FFCV data and MLflow tracking.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a field: --set optim.lr=0.05 (repeatable; value parsed as YAML)."),
+]
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False) -> None:
+    set_debug(debug)
+
+
+@app.command()
+@reports_errors
+def validate(
+    job: Annotated[Path, typer.Argument(help="Job spec YAML file.")],
+    set_: Overrides = None,
+) -> None:
+    """Validate a job spec and print it resolved (defaults filled in, variables expanded)."""
+    from resplat.spec import load_job, to_yaml
+
+    spec = load_job(job, set_ or [])
+    console.print(to_yaml(spec), end="", markup=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of job specs (editors can use it for completion)."""
+    from resplat.spec import JobSpec
+
+    print(json.dumps(JobSpec.model_json_schema(), indent=2))
+
+
+@app.command()
+@reports_errors
+def submit(
+    job: Annotated[Path, typer.Argument(help="Job spec YAML file.")],
+    set_: Overrides = None,
+    dry_run: Annotated[bool, typer.Option(help="Validate and print the plan; start nothing.")] = False,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs.")] = False,
+) -> None:
+    """Train the model a job spec describes, track it in MLflow, log the final model."""
+    from resplat.orchestrate import submit as service
+    from resplat.spec import load_job
+
+    spec = load_job(job, set_ or [])
+    if dry_run:
+        for key, value in service.plan(spec).items():
+            console.print(f"[bold]{key:>8}[/]  {value}")
+        return
+    service.check_runnable(spec, address=address)
+    with DataProgress() as bars:
+        prepared = service.prepare_data(spec.data, num_classes=spec.model.num_classes, progress=bars.factory)
+    with TrainingDisplay(spec.name) as display:
+        result = service.submit(spec, prepared=prepared, spec_text=job.read_text(), address=address,
+                                verbose=verbose, on_update=display.update)
+    print_summary(result)
+
+
+@app.command()
+@reports_errors
+def ui(
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1 keeps it private).")] = "127.0.0.1",
+    tracking_uri: Annotated[str | None, typer.Option(help="Default: the embedded store under .resplat/.")] = None,
+) -> None:
+    """Open the MLflow UI on the runs and registered models."""
+    uri = tracking_uri or paths.default_tracking_uri()
+    mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+    console.print(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C to stop)")
+    command = [mlflow, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    if uri.startswith("sqlite:"):
+        command += ["--default-artifact-root", paths.artifacts_dir().as_uri()]
+    raise typer.Exit(subprocess.call(command))
+
+
+def run() -> None:
+    app()

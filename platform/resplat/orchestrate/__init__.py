@@ -1,0 +1,1 @@
+"""Ray wiring: start or join Ray, run the training loop under TorchTrainer, stream progress."""

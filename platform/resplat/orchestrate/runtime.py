@@ -1,0 +1,69 @@
+"""Starting local Ray, or joining a cluster, with Ray's own logs kept out of the terminal."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+from resplat import paths
+from resplat.errors import InputError, RunError
+
+
+def check_local_capacity(scaling) -> None:
+    """A local run must fit this machine: fail before Ray starts when it cannot."""
+    cpus = os.cpu_count() or 1
+    needed = scaling.num_workers * scaling.cpus_per_worker
+    if needed > cpus:
+        raise InputError(
+            f"scaling asks for {scaling.num_workers} workers x {scaling.cpus_per_worker} CPUs = {needed} CPUs, "
+            f"but this machine has {cpus}; lower scaling.num_workers or scaling.cpus_per_worker "
+            "(--set scaling.cpus_per_worker=1), or submit to a cluster with --address"
+        )
+    if scaling.use_gpu:
+        import torch
+
+        if torch.cuda.device_count() < scaling.num_workers:
+            raise InputError(
+                f"scaling.use_gpu is true with {scaling.num_workers} workers, but this machine has "
+                f"{torch.cuda.device_count()} GPUs; set scaling.use_gpu=false or submit to a GPU cluster"
+            )
+
+
+def _quiet_ray_logging(verbose: bool) -> None:
+    log_dir = paths.logs_dir()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_dir / "ray-driver.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("ray", "ray.train", "ray.tune", "ray.data"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        if not verbose:
+            logger.propagate = False
+            for h in list(logger.handlers):
+                if h is not handler:
+                    logger.removeHandler(h)
+    if not verbose:
+        warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+
+
+def start_ray(*, address: str | None, verbose: bool = False) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    _quiet_ray_logging(verbose)
+    target = address or os.environ.get("RAY_ADDRESS")
+    try:
+        ray.init(
+            address=target,
+            log_to_driver=verbose,
+            logging_level=logging.INFO if verbose else logging.WARNING,
+            include_dashboard=False if target is None else None,
+            configure_logging=verbose,
+        )
+    except ConnectionError as e:
+        raise RunError(f"cannot reach the Ray cluster at {target}: {e}") from e
+    _quiet_ray_logging(verbose)  # ray.init may have added console handlers

@@ -1,0 +1,172 @@
+"""`resplat submit`: prepare the data, open the MLflow run, train under Ray, log the model.
+
+Every input check runs before anything is started or written: a bad spec, missing
+data or a job too big for this machine fails with an InputError and no side effects.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resplat.data import BetonInfo, WriteOptions, cached_beton, read_beton_info
+from resplat.errors import DataError
+from resplat import paths
+from resplat.spec import DataSpec, JobSpec, flatten, to_yaml
+
+ProgressFactory = Callable[[str], Callable[[int, int], None]]
+
+
+@dataclass
+class PreparedData:
+    data: DataSpec  # with .beton sources
+    train: BetonInfo
+    val: BetonInfo
+
+
+@dataclass
+class JobResult:
+    run_id: str
+    metrics: dict[str, float]
+    wall_seconds: float
+    ui_hint: str
+    model_uri: str
+    registered_version: str | None = None
+    epochs: list[dict] = field(default_factory=list)
+    restarts: int = 0
+
+
+def _options(data: DataSpec) -> WriteOptions:
+    p = data.prepare
+    return WriteOptions(
+        max_resolution=p.max_resolution,
+        storage=p.storage,
+        jpeg_quality=p.jpeg_quality,
+        compress_probability=p.compress_probability,
+    )
+
+
+def prepare_data(data: DataSpec, *, num_classes: int, progress: ProgressFactory | None = None) -> PreparedData:
+    """Turn folder sources into cached .beton files (once); check classes agree with the model."""
+
+    def source(path: Path, label: str, classes=None) -> BetonInfo:
+        if path.suffix == ".beton":
+            return read_beton_info(path)
+        return cached_beton(
+            path, paths.beton_cache_dir(), _options(data), classes=classes,
+            progress=progress(f"preparing {label} ({path.name})") if progress else None,
+        )
+
+    train = source(data.train, "data.train")
+    val = source(data.val, "data.val", classes=train.classes)
+    if tuple(val.classes) != tuple(train.classes):
+        raise DataError(
+            f"data.val ({data.val}) has classes {list(val.classes)} but data.train has {list(train.classes)}"
+        )
+    if len(train.classes) != num_classes:
+        raise DataError(
+            f"data.train ({data.train}) has {len(train.classes)} classes but model.num_classes is "
+            f"{num_classes}; set model.num_classes: {len(train.classes)}"
+        )
+    return PreparedData(data=data.model_copy(update={"train": train.path, "val": val.path}), train=train, val=val)
+
+
+def plan(spec: JobSpec) -> dict[str, str]:
+    """What a submit of `spec` would do, for --dry-run."""
+    s = spec.scaling
+    return {
+        "job": spec.name,
+        "model": f"{spec.model.family} ResNet-{spec.model.depth}, shortcut {spec.model.shortcut}, "
+        f"{spec.model.num_classes} classes",
+        "workers": f"{s.num_workers} x ({s.cpus_per_worker} CPU{', 1 GPU' if s.use_gpu else ''}), "
+        f"placement {s.placement}",
+        "batch": f"{spec.optim.batch_size} per worker, {spec.optim.global_batch_size} global",
+        "lr": f"{spec.effective_lr:g} ({spec.schedule.kind} schedule)",
+        "length": f"{spec.schedule.epochs} epochs" + (f", at most {spec.schedule.max_steps} steps"
+                                                      if spec.schedule.max_steps else ""),
+        "data": f"train {spec.data.train}, val {spec.data.val} ({spec.data.pipeline} pipeline, "
+        f"{spec.data.resolution} px)",
+    }
+
+
+def check_runnable(spec: JobSpec, *, address: str | None) -> None:
+    """Input checks that need more than the spec: a local job must fit this machine."""
+    from resplat.orchestrate.runtime import check_local_capacity
+
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        check_local_capacity(spec.scaling)
+
+
+def submit(
+    spec: JobSpec,
+    *,
+    prepared: PreparedData,
+    spec_text: str,
+    address: str | None = None,
+    verbose: bool = False,
+    on_update: Callable[[object, list[dict]], None] | None = None,
+) -> JobResult:
+    """Run `spec` (its data already prepared) to the end; raises ResplatError subclasses."""
+    from resplat.orchestrate.runtime import start_ray
+    from resplat.orchestrate.trainer import run_training
+    from resplat.tracking import TrackedRun, tracking_uri_for
+
+    spec = spec.model_copy(update={"data": prepared.data})
+
+    started = time.perf_counter()
+    run = TrackedRun.create(
+        tracking_uri_for(spec.tracking),
+        spec.tracking.experiment,
+        run_name=spec.name,
+        params=flatten(spec),
+        texts={"spec/submitted.yaml": spec_text, "spec/resolved.yaml": to_yaml(spec)},
+        tags={
+            "resplat.job": spec.name,
+            "resplat.data.train_sha256": prepared.train.sha256,
+            "resplat.data.val_sha256": prepared.val.sha256,
+        },
+    )
+    try:
+        start_ray(address=address, verbose=verbose)
+        outcome = run_training(
+            spec, run=run, run_name=f"{spec.name}-{run.run_id[:8]}",
+            on_update=on_update or (lambda progress, epochs: None),
+        )
+        model_uri = run.log_model(_final_model(spec, outcome.final_state), _input_example(spec))
+        version = run.register(model_uri, spec.tracking.register_as) if spec.tracking.register_as else None
+        wall = time.perf_counter() - started
+        run.log_metrics({"wall_seconds": wall}, step=outcome.final_state["epoch"])
+    except BaseException:
+        run.end("KILLED" if _interrupted() else "FAILED")
+        raise
+    run.end("FINISHED")
+    return JobResult(
+        run_id=run.run_id, metrics=outcome.metrics, wall_seconds=wall, ui_hint=run.ui_hint(),
+        model_uri=model_uri, registered_version=version, epochs=outcome.epochs, restarts=outcome.restarts,
+    )
+
+
+def _interrupted() -> bool:
+    import sys
+
+    return isinstance(sys.exc_info()[1], KeyboardInterrupt)
+
+
+def _final_model(spec: JobSpec, state: dict):
+    from resplat.models import resnet
+
+    model = resnet(**spec.model.model_dump())
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def _input_example(spec: JobSpec):
+    import numpy as np
+
+    return np.zeros((1, 3, spec.data.resolution, spec.data.resolution), dtype=np.float32)
+
+
+__all__ = ["JobResult", "PreparedData", "check_runnable", "plan", "prepare_data", "submit"]

@@ -1,0 +1,388 @@
+"""The job spec: one pydantic model per YAML section, and how a YAML file becomes one.
+
+    spec = load_job("jobs/cifar10-resnet20.yaml", overrides=["optim.lr=0.2"])
+
+Loading never starts or writes anything; every problem is collected into one
+SpecError that names the file, the field path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from resplat.errors import SpecError
+from resplat.models import check_architecture
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class ModelSpec(Section):
+    """Which member of the ResNet family to train."""
+
+    family: Literal["cifar", "imagenet"] = Field(
+        "cifar", description="cifar: 6n+2 layers on 32x32 input; imagenet: 18/34/50/101/152."
+    )
+    depth: int = Field(20, description="Number of weighted layers (cifar: 6n+2; imagenet: 18, 34, 50, 101, 152).")
+    shortcut: Literal["A", "B", "C", "none"] | None = Field(
+        None,
+        description="A: zero-padded identity; B: projection where shape changes; C: projection "
+        "everywhere; none: plain net. Default: A for cifar, B for imagenet (as in the paper).",
+    )
+    num_classes: int = Field(10, gt=1, description="Number of output classes; must match the data.")
+    bottleneck_stride: Literal["3x3", "1x1"] = Field(
+        "3x3", description="Where a downsampling bottleneck strides: 3x3 (ResNet v1.5) or 1x1 (paper)."
+    )
+    zero_init_residual: bool = Field(False, description="Zero-init the last BN of each residual branch.")
+
+    @model_validator(mode="after")
+    def _known_architecture(self) -> ModelSpec:
+        if self.shortcut is None:
+            self.shortcut = "A" if self.family == "cifar" else "B"
+        try:
+            check_architecture(self.family, self.depth, self.shortcut, self.bottleneck_stride)
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        if self.zero_init_residual and self.shortcut == "none":
+            raise ValueError("zero_init_residual needs a shortcut: a plain net's blocks would output zeros")
+        return self
+
+
+class PrepareSpec(Section):
+    """How an image-folder source is written to a .beton (ignored for .beton sources)."""
+
+    storage: Literal["auto", "raw", "jpeg", "proportional"] = Field(
+        "auto", description="Pixel storage; auto = raw for images of 64 px or less, else jpeg."
+    )
+    max_resolution: int | None = Field(None, gt=0, description="Cap on the longest side, in pixels.")
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality when storing JPEG.")
+    compress_probability: float = Field(0.5, ge=0, le=1, description="JPEG share for proportional storage.")
+
+
+class DataSpec(Section):
+    """Where the images come from and how they are fed to each worker."""
+
+    train: Path = Field(description="Training set: an image folder (class sub-folders) or a .beton file.")
+    val: Path = Field(description="Validation set: an image folder or a .beton file.")
+    pipeline: Literal["cifar", "imagenet"] = Field(
+        "cifar", description="cifar: pad 4 + random crop + flip; imagenet: random resized crop + flip."
+    )
+    resolution: int = Field(32, gt=0, description="Side of the square images fed to the model.")
+    loader_workers: int = Field(2, ge=1, description="FFCV decoding threads per training worker.")
+    order: Literal["random", "quasi_random"] | None = Field(
+        None, description="Training sample order; default random (quasi_random for data larger than memory)."
+    )
+    os_cache: bool | None = Field(None, description="Keep the .beton in the page cache; default by size vs memory.")
+    prepare: PrepareSpec = Field(default_factory=PrepareSpec, description="Writing options for folders.")
+
+    @field_validator("train", "val")
+    @classmethod
+    def _source_exists(cls, path: Path) -> Path:
+        path = path.expanduser().absolute()
+        if not path.exists():
+            raise ValueError(f"{path} does not exist (give an image folder or a .beton file)")
+        if path.is_file() and path.suffix != ".beton":
+            raise ValueError(f"{path} is a file but not a .beton (give an image folder or a .beton file)")
+        return path
+
+
+class OptimSpec(Section):
+    """SGD with momentum, as in the paper."""
+
+    lr: float = Field(0.1, gt=0, description="Peak learning rate (before lr_scaling).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    nesterov: bool = Field(False, description="Nesterov momentum.")
+    weight_decay: float = Field(1e-4, ge=0, description="L2 weight decay.")
+    batch_size: int | None = Field(None, gt=0, description="Batch size per worker (default 128).")
+    global_batch_size: int | None = Field(
+        None, gt=0, description="Batch size summed over workers; give this or batch_size."
+    )
+    lr_scaling: Literal["none", "linear"] = Field(
+        "none", description="linear: lr x global_batch_size / base_batch_size (Goyal et al.; use warmup)."
+    )
+    base_batch_size: int = Field(256, gt=0, description="The batch size `lr` was tuned for.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
+
+
+class ScheduleSpec(Section):
+    """How long to train and how the learning rate moves."""
+
+    kind: Literal["constant", "step", "cosine", "onecycle"] = Field(
+        "step", description="step: x gamma at milestones; cosine: to 0; onecycle: linear up then down."
+    )
+    epochs: int = Field(10, gt=0, description="Passes over the training set.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many steps (smoke runs).")
+    unit: Literal["epochs", "steps"] = Field("epochs", description="Unit of milestones and warmup.")
+    milestones: list[int] = Field(default_factory=list, description="step: where lr is multiplied by gamma.")
+    gamma: float = Field(0.1, gt=0, le=1, description="step: the factor at each milestone.")
+    warmup: float = Field(0, ge=0, description="Length of the linear warmup, in `unit`.")
+    warmup_start: float = Field(0.1, gt=0, le=1, description="lr factor at the start of warmup.")
+    peak_at: float = Field(0.25, gt=0, lt=1, description="onecycle: fraction of training at peak lr.")
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, milestones: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(milestones, milestones[1:])) or any(m <= 0 for m in milestones):
+            raise ValueError("milestones must be positive and increasing")
+        return milestones
+
+
+class ScalingSpec(Section):
+    """How many workers, on what hardware, at what precision."""
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (one DDP process each).")
+    use_gpu: bool = Field(False, description="One GPU per worker (NCCL); false trains on CPUs (gloo).")
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs reserved per worker (also torch threads).")
+    placement: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement strategy of the workers across nodes."
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="bf16: autocast; fp16: autocast + grad scaler (GPU only)."
+    )
+    channels_last: bool = Field(True, description="NHWC memory format (faster convs on CPU and GPU).")
+    compile: bool = Field(False, description="torch.compile the model.")
+    sync_batchnorm: bool = Field(False, description="Synchronise BN statistics across workers.")
+
+    @model_validator(mode="after")
+    def _fp16_needs_gpu(self) -> ScalingSpec:
+        if self.precision == "fp16" and not self.use_gpu:
+            raise ValueError("precision fp16 needs use_gpu: true (use bf16 or fp32 on CPUs)")
+        return self
+
+
+class CheckpointSpec(Section):
+    """When training state is saved, and which checkpoints are kept."""
+
+    every_epochs: int = Field(1, ge=1, description="Save every N epochs (and always at the end).")
+    keep: int = Field(2, ge=1, description="How many checkpoints to keep.")
+    keep_by: Literal["latest", "best"] = Field("latest", description="Keep the latest or the best by val_top1.")
+
+
+class TrackingSpec(Section):
+    """Where MLflow records the run."""
+
+    experiment: str = Field("resplat", min_length=1, description="MLflow experiment name.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: the embedded SQLite store under .resplat/."
+    )
+    register_as: str | None = Field(None, description="Register the final model under this name.")
+
+
+class JobSpec(Section):
+    """A resplat training job."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Job name (letters, digits, . _ -).")
+    seed: int = Field(0, ge=0, description="Seed for weights, data order and augmentation.")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec
+    optim: OptimSpec = Field(default_factory=OptimSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @model_validator(mode="after")
+    def _derive_batch_sizes(self) -> JobSpec:
+        workers = self.scaling.num_workers
+        per_worker, total = self.optim.batch_size, self.optim.global_batch_size
+        if per_worker is None and total is None:
+            per_worker = 128
+        if total is None:
+            total = per_worker * workers
+        elif per_worker is None:
+            if total % workers:
+                raise ValueError(
+                    f"optim.global_batch_size {total} does not divide over scaling.num_workers {workers}"
+                )
+            per_worker = total // workers
+        elif per_worker * workers != total:
+            raise ValueError(
+                f"optim.batch_size {per_worker} x scaling.num_workers {workers} != "
+                f"optim.global_batch_size {total}; give only one of them"
+            )
+        self.optim.batch_size, self.optim.global_batch_size = per_worker, total
+        return self
+
+    @property
+    def effective_lr(self) -> float:
+        if self.optim.lr_scaling == "linear":
+            return self.optim.lr * self.optim.global_batch_size / self.optim.base_batch_size
+        return self.optim.lr
+
+
+# ---------------------------------------------------------------- loading
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_variables(value: Any, path: str = "") -> tuple[Any, list[str]]:
+    """Replace ${VAR} and ${VAR:-default} in every string; return (value, problems)."""
+    problems: list[str] = []
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            out[key], sub = expand_variables(item, f"{path}.{key}" if path else str(key))
+            problems += sub
+        return out, problems
+    if isinstance(value, list):
+        out_list = []
+        for i, item in enumerate(value):
+            expanded, sub = expand_variables(item, f"{path}[{i}]")
+            out_list.append(expanded)
+            problems += sub
+        return out_list, problems
+    if not isinstance(value, str):
+        return value, problems
+
+    def substitute(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        problems.append(f"{path}: environment variable {name} is not set (set it or write ${{{name}:-default}})")
+        return match.group(0)
+
+    return _VAR.sub(substitute, value), problems
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> list[str]:
+    """Apply `a.b=value` overrides (value parsed as YAML) to raw data; return problems."""
+    problems = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"--set {item!r}: expected FIELD.PATH=VALUE, e.g. optim.lr=0.05")
+            continue
+        parts = key.strip().split(".")
+        unknown = _unknown_field(JobSpec, parts)
+        if unknown:
+            problems.append(f"--set {unknown}")
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return problems
+
+
+def _unknown_field(model: type[BaseModel], parts: list[str]) -> str | None:
+    """Why `parts` does not name a field of `model` (with a suggestion), or None."""
+    for i, part in enumerate(parts):
+        fields = model.model_fields
+        if part not in fields:
+            return _unknown_message(".".join(parts[: i + 1]), part, list(fields))
+        annotation = fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif i < len(parts) - 1:
+            return f"{'.'.join(parts[: i + 1])} has no sub-fields"
+    return None
+
+
+def _unknown_message(path: str, name: str, allowed: list[str]) -> str:
+    guess = difflib.get_close_matches(name, allowed, n=1)
+    hint = f"did you mean '{guess[0]}'? " if guess else ""
+    return f"{path}: unknown field; {hint}allowed: {', '.join(allowed)}"
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return model
+
+
+def describe_errors(error: ValidationError, root: type[BaseModel]) -> list[str]:
+    """One readable line per pydantic error: `field.path: message`."""
+    lines = []
+    for err in error.errors(include_url=False):
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(root, loc[:-1])
+            lines.append(_unknown_message(path, str(loc[-1]), list(parent.model_fields)))
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] not in ("value_error", "missing") and not isinstance(err.get("input"), (dict, list)):
+            message += f" (got {err['input']!r})"
+        lines.append(f"{path}: {message}")
+    return lines
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a YAML mapping; syntax errors become a SpecError with line and column."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(str(path), ["file not found"]) from None
+    except OSError as e:
+        raise SpecError(str(path), [f"cannot read: {e.strerror}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise SpecError(str(path), [f"{where}YAML syntax error: {problem}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError(str(path), [f"the top level must be a mapping of sections, not {type(raw).__name__}"])
+    return raw
+
+
+def parse(model: type[BaseModel], raw: dict, source: str, overrides: list[str] = ()):
+    """Validate raw YAML data (plus overrides) as `model`, or raise one SpecError."""
+    problems = apply_overrides(raw, list(overrides)) if overrides else []
+    raw, var_problems = expand_variables(raw)
+    problems += var_problems
+    try:
+        spec = model.model_validate(raw)
+    except ValidationError as e:
+        problems += describe_errors(e, model)
+    if problems:
+        raise SpecError(source, problems)
+    return spec
+
+
+def load_job(path: str | Path, overrides: list[str] = ()) -> JobSpec:
+    """Read, expand, override and validate a job spec file."""
+    path = Path(path)
+    return parse(JobSpec, read_yaml(path), str(path), overrides)
+
+
+def to_yaml(spec: BaseModel) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(spec: BaseModel) -> dict[str, str]:
+    """`section.field` -> value, as MLflow params."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, item)
+        else:
+            out[prefix] = str(value)
+
+    walk("", spec.model_dump(mode="json"))
+    return out

@@ -1,0 +1,98 @@
+"""One MLflow run per job, addressed by run id so that any process can log to it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from resplat import paths
+
+# MLflow's SQLite store logs alembic migrations at INFO on first use.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def tracking_uri_for(tracking_spec) -> str:
+    return tracking_spec.tracking_uri or paths.default_tracking_uri()
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+class TrackedRun:
+    """An MLflow run of one job. `create` opens it; workers reopen it with the run id."""
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self.client = _client(tracking_uri)
+
+    @classmethod
+    def create(cls, tracking_uri: str, experiment: str, *, run_name: str, params: dict[str, str],
+               texts: dict[str, str], tags: dict[str, str] | None = None) -> TrackedRun:
+        from mlflow.entities import Param
+
+        client = _client(tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            experiment_id = found.experiment_id
+        else:
+            location = None
+            if tracking_uri.startswith("sqlite:"):
+                location = paths.artifacts_dir().as_uri()
+            experiment_id = client.create_experiment(experiment, artifact_location=location)
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+        tracked = cls(tracking_uri, run.info.run_id)
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            client.log_batch(tracked.run_id, params=items[start:start + 100])
+        for name, text in texts.items():
+            client.log_text(tracked.run_id, text, name)
+        return tracked
+
+    @property
+    def experiment_id(self) -> str:
+        return self.client.get_run(self.run_id).info.experiment_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def log_model(self, model, input_example) -> str:
+        """Log a torch model as `model` (pickled nn.Module); return its model URI."""
+        import mlflow
+        import mlflow.pytorch
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with mlflow.start_run(run_id=self.run_id):
+            info = mlflow.pytorch.log_model(
+                model, name="model", input_example=input_example, serialization_format="pickle"
+            )
+        return info.model_uri
+
+    def register(self, model_uri: str, name: str) -> str:
+        """Register the model under `name`; return the new version."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow.register_model(model_uri, name).version
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+    def ui_hint(self) -> str:
+        return f"resplat ui, then open #/experiments/{self.experiment_id}/runs/{self.run_id}"

@@ -1,0 +1,226 @@
+"""The training loop: one plain function, no ray, mlflow or typer.
+
+`train(spec, reporter)` builds the model, loaders and optimiser from their spec
+sections, trains for the scheduled steps, evaluates after every epoch and tells the
+reporter. When torch.distributed is initialised (Ray Train, torchrun) it trains
+with DDP and reduces validation metrics over every worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from resplat.data import build_loader
+from resplat.models import resnet
+from resplat.train.reporting import EpochReport, Progress, Reporter
+from resplat.train.schedule import lr_factor, plan_steps
+
+PROGRESS_EVERY_S = 0.5
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def pick_device(scaling, local_rank: int = 0) -> torch.device:
+    if scaling.use_gpu:
+        if not torch.cuda.is_available():
+            raise RuntimeError("scaling.use_gpu is true but this worker sees no CUDA device")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def create_model(model_spec, scaling, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """Return (model to train, the bare model whose state is saved)."""
+    model = resnet(**model_spec.model_dump())
+    if scaling.sync_batchnorm and _world()[1] > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device, memory_format=torch.channels_last if scaling.channels_last else None)
+    bare = model
+    if _world()[1] > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if scaling.compile:
+        model = torch.compile(model)
+    return model, bare
+
+
+def create_loaders(data_spec, *, batch_size: int, seed: int, device: torch.device, channels_last: bool):
+    distributed = _world()[1] > 1
+    common = dict(
+        pipeline=data_spec.pipeline,
+        resolution=data_spec.resolution,
+        batch_size=batch_size,
+        num_workers=data_spec.loader_workers,
+        distributed=distributed,
+        seed=seed,
+        device=device,
+        channels_last=channels_last,
+    )
+    train_loader = build_loader(
+        data_spec.train, train=True, order=data_spec.order, os_cache=data_spec.os_cache, **common
+    )
+    val_loader = build_loader(data_spec.val, train=False, **common)
+    return train_loader, val_loader
+
+
+def create_optimizer(optim_spec, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=lr,
+        momentum=optim_spec.momentum,
+        nesterov=optim_spec.nesterov and optim_spec.momentum > 0,
+        weight_decay=optim_spec.weight_decay,
+    )
+
+
+def autocast(scaling, device: torch.device):
+    if scaling.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if scaling.precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def evaluate(model: nn.Module, loader, scaling, device: torch.device) -> dict[str, float]:
+    """Top-1/top-5 error counts over the whole validation set (summed over workers)."""
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    with torch.no_grad(), autocast(scaling, device):
+        for images, labels in loader:
+            logits = model(images).float()
+            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top5 == labels[:, None]
+            sums += torch.stack([
+                nn.functional.cross_entropy(logits, labels, reduction="sum").double(),
+                hits[:, 0].sum().double(),
+                hits.any(dim=1).sum().double(),
+                torch.tensor(float(labels.numel()), dtype=torch.float64, device=device),
+            ])
+    if _world()[1] > 1:
+        dist.all_reduce(sums)
+    loss, top1, top5, count = sums.tolist()
+    count = max(count, 1.0)
+    return {"val_loss": loss / count, "val_top1": top1 / count, "val_top5": top5 / count}
+
+
+def _sum_over_workers(value: float, device: torch.device) -> float:
+    if _world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.item()
+
+
+def capture_rng() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+
+
+def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, local_rank: int = 0) -> dict[str, float]:
+    """Train `spec` (a JobSpec whose data sources are .beton files); return the last epoch's metrics.
+
+    `resume` is a checkpoint state saved by an earlier run of the same spec.
+    """
+    rank, world = _world()
+    torch.manual_seed(spec.seed)
+    random.seed(spec.seed)
+    device = pick_device(spec.scaling, local_rank)
+    model, bare_model = create_model(spec.model, spec.scaling, device)
+    train_loader, val_loader = create_loaders(
+        spec.data,
+        batch_size=spec.optim.batch_size,
+        seed=spec.seed,
+        device=device,
+        channels_last=spec.scaling.channels_last,
+    )
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"the training set has fewer images per worker than optim.batch_size {spec.optim.batch_size}"
+        )
+    plan = plan_steps(spec.schedule, steps_per_epoch)
+    epochs = -(-plan.total_steps // steps_per_epoch)
+    optimizer = create_optimizer(spec.optim, model, spec.effective_lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(plan, step))
+    scaler = torch.amp.GradScaler(device.type, enabled=spec.scaling.precision == "fp16")
+    criterion = nn.CrossEntropyLoss(label_smoothing=spec.optim.label_smoothing)
+
+    start_epoch, step = 0, 0
+    if resume is not None:
+        bare_model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        start_epoch, step = resume["epoch"], resume["global_step"]
+        restore_rng(resume["rng"])
+        train_loader.next_epoch = start_epoch
+
+    metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        seen, last_shown, t0 = 0, 0.0, time.perf_counter()
+        steps_this_epoch = min(steps_per_epoch, plan.total_steps - step)
+        for i, (images, labels) in enumerate(train_loader):
+            if i >= steps_this_epoch:
+                break
+            with autocast(spec.scaling, device):
+                loss = criterion(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            seen += labels.numel()
+            loss_sum += loss.detach()
+            now = time.perf_counter()
+            if rank == 0 and (now - last_shown > PROGRESS_EVERY_S or i + 1 == steps_this_epoch):
+                last_shown = now
+                reporter.progress(Progress(
+                    epoch=epoch + 1, epochs=epochs, step=i + 1, steps_per_epoch=steps_this_epoch,
+                    global_step=step, total_steps=plan.total_steps, loss=loss.item(),
+                    images_per_sec=seen * world / max(now - t0, 1e-9),
+                ))
+        train_seconds = time.perf_counter() - t0
+        if rank == 0:
+            reporter.progress(Progress(
+                epoch=epoch + 1, epochs=epochs, step=steps_this_epoch, steps_per_epoch=steps_this_epoch,
+                global_step=step, total_steps=plan.total_steps, loss=loss.item(),
+                images_per_sec=seen * world / max(train_seconds, 1e-9), phase="val",
+            ))
+        metrics = {
+            "train_loss": _sum_over_workers(loss_sum.item(), device) / max(1, steps_this_epoch * world),
+            "train_images_per_sec": _sum_over_workers(seen / max(train_seconds, 1e-9), device),
+            "lr": optimizer.param_groups[0]["lr"],
+            **evaluate(model, val_loader, spec.scaling, device),
+        }
+        final = epoch + 1 == epochs
+        due = final or (epoch + 1) % spec.checkpoint.every_epochs == 0
+        state = None
+        if rank == 0 and due:
+            state = {
+                "model": bare_model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch + 1,
+                "global_step": step,
+                "rng": capture_rng(),
+                "seed": spec.seed,
+            }
+        reporter.epoch_end(EpochReport(epoch=epoch + 1, global_step=step, metrics=metrics, state=state, final=final))
+    return metrics

@@ -1,0 +1,57 @@
+"""What the training loop tells the outside world, and the interface it tells it through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of where training is; sent by rank 0 a few times a second."""
+
+    epoch: int  # 1-based
+    epochs: int
+    step: int  # steps done in this epoch
+    steps_per_epoch: int
+    global_step: int
+    total_steps: int
+    loss: float
+    images_per_sec: float  # summed over workers (estimated from rank 0)
+    phase: str = "train"  # "train" or "val"
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """End of one epoch: metrics reduced over all workers, and state when a checkpoint is due."""
+
+    epoch: int
+    global_step: int
+    metrics: dict[str, float]
+    state: dict[str, Any] | None  # only on rank 0, only when a checkpoint is due
+    final: bool
+
+
+class Reporter(Protocol):
+    rank: int
+
+    def progress(self, update: Progress) -> None: ...
+
+    def epoch_end(self, report: EpochReport) -> None: ...
+
+
+class PrintReporter:
+    """A reporter for plain runs (torchrun, notebooks, tests): prints one line per epoch."""
+
+    def __init__(self, rank: int = 0):
+        self.rank = rank
+        self.epochs: list[EpochReport] = []
+
+    def progress(self, update: Progress) -> None:
+        pass
+
+    def epoch_end(self, report: EpochReport) -> None:
+        self.epochs.append(report)
+        if self.rank == 0:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in report.metrics.items())
+            print(f"epoch {report.epoch}: {shown}", flush=True)

@@ -1,0 +1,53 @@
+"""Learning-rate schedules as one pure function of the step."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Schedule settings converted to steps."""
+
+    kind: str
+    total_steps: int
+    milestones: tuple[int, ...]
+    gamma: float
+    warmup_steps: int
+    warmup_start: float
+    peak_at: float
+
+
+def plan_steps(schedule, steps_per_epoch: int) -> StepPlan:
+    """Turn a ScheduleSpec (epochs or steps) into a StepPlan."""
+    total = schedule.epochs * steps_per_epoch
+    if schedule.max_steps is not None:
+        total = min(total, schedule.max_steps)
+    per_unit = steps_per_epoch if schedule.unit == "epochs" else 1
+    return StepPlan(
+        kind=schedule.kind,
+        total_steps=max(total, 1),
+        milestones=tuple(round(m * per_unit) for m in schedule.milestones),
+        gamma=schedule.gamma,
+        warmup_steps=round(schedule.warmup * per_unit),
+        warmup_start=schedule.warmup_start,
+        peak_at=schedule.peak_at,
+    )
+
+
+def lr_factor(plan: StepPlan, step: int) -> float:
+    """Multiplier of the peak lr at `step` (0-based)."""
+    if plan.kind == "onecycle":
+        peak = max(1, round(plan.peak_at * plan.total_steps))
+        if step < peak:
+            return plan.warmup_start + (1 - plan.warmup_start) * step / peak
+        return max(0.0, (plan.total_steps - step) / max(1, plan.total_steps - peak))
+    if step < plan.warmup_steps:
+        return plan.warmup_start + (1 - plan.warmup_start) * step / plan.warmup_steps
+    if plan.kind == "step":
+        return plan.gamma ** sum(step >= m for m in plan.milestones)
+    if plan.kind == "cosine":
+        span = max(1, plan.total_steps - plan.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - plan.warmup_steps) / span)))
+    return 1.0

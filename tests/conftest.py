@@ -1,0 +1,36 @@
+"""Shared fixtures: real CIFAR-10 images from ../shared, small subsets of them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cifar10_root() -> Path:
+    """The full CIFAR-10 image folder (extracted once from ../shared into .resplat/datasets)."""
+    from resplat.data.cifar10 import ensure_cifar10
+
+    return ensure_cifar10(ROOT / ".resplat" / "datasets")
+
+
+def copy_subset(src: Path, dst: Path, per_class: int) -> Path:
+    for class_dir in sorted(p for p in src.iterdir() if p.is_dir()):
+        target = dst / class_dir.name
+        target.mkdir(parents=True)
+        for image in sorted(class_dir.iterdir())[:per_class]:
+            shutil.copy(image, target / image.name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def cifar_subset(cifar10_root: Path, tmp_path_factory) -> Path:
+    """A few hundred real CIFAR-10 images: train/ (40 per class) and test/ (10 per class)."""
+    root = tmp_path_factory.mktemp("cifar-subset")
+    copy_subset(cifar10_root / "train", root / "train", 40)
+    copy_subset(cifar10_root / "test", root / "test", 10)
+    return root

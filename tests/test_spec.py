@@ -1,0 +1,153 @@
+"""Job specs: good files validate, bad ones fail with one clear line per problem."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from resplat.errors import SpecError
+from resplat.spec import JobSpec, load_job
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def data_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    for split in ("train", "val"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+    return tmp_path / "train", tmp_path / "val"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def minimal(data_dirs, extra: str = "") -> str:
+    train, val = data_dirs
+    return f"name: t\ndata:\n  train: {train}\n  val: {val}\n{extra}"
+
+
+def problems(path: Path, overrides=()) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_job(path, list(overrides))
+    return info.value.problems
+
+
+def test_defaults_follow_the_paper(tmp_path, data_dirs):
+    spec = load_job(write(tmp_path, minimal(data_dirs)))
+    assert spec.model.family == "cifar" and spec.model.shortcut == "A"
+    assert (spec.optim.momentum, spec.optim.weight_decay) == (0.9, 1e-4)
+    assert spec.optim.batch_size == 128 and spec.optim.global_batch_size == 128
+
+
+def test_imagenet_family_defaults_to_option_b(tmp_path, data_dirs):
+    spec = load_job(write(tmp_path, minimal(data_dirs, "model: {family: imagenet, depth: 50}\n")))
+    assert spec.model.shortcut == "B"
+
+
+@pytest.mark.parametrize("job", sorted((ROOT / "jobs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_committed_job_validates(job, monkeypatch, tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / "cifar10" / split / "cat").mkdir(parents=True)
+    monkeypatch.setenv("RESPLAT_DATA", str(tmp_path))
+    monkeypatch.setenv("IMAGENET_DIR", str(tmp_path / "cifar10"))
+    spec = load_job(job)
+    assert spec.name
+
+
+def test_unknown_field_suggests_the_right_name(tmp_path, data_dirs):
+    found = problems(write(tmp_path, minimal(data_dirs, "optim:\n  lrr: 0.1\n")))
+    assert len(found) == 1
+    assert found[0].startswith("optim.lrr: unknown field; did you mean 'lr'?")
+
+
+def test_every_problem_is_reported_at_once(tmp_path, data_dirs):
+    text = minimal(data_dirs, "optim: {lr: -0.1, momentum: 2}\nschedule: {kind: linear}\n")
+    found = problems(write(tmp_path, text))
+    assert {p.split(":")[0] for p in found} == {"optim.lr", "optim.momentum", "schedule.kind"}
+    assert any("'constant', 'step', 'cosine' or 'onecycle'" in p for p in found)
+
+
+def test_unknown_depth_lists_allowed_depths(tmp_path, data_dirs):
+    found = problems(write(tmp_path, minimal(data_dirs, "model: {family: imagenet, depth: 19}\n")))
+    assert len(found) == 1 and found[0].startswith("model:")
+    assert "18" in found[0] and "152" in found[0]
+
+
+def test_missing_data_folder_is_named(tmp_path, data_dirs):
+    text = f"name: t\ndata:\n  train: {tmp_path / 'nope'}\n  val: {data_dirs[1]}\n"
+    found = problems(write(tmp_path, text))
+    assert found == [f"data.train: {tmp_path / 'nope'} does not exist (give an image folder or a .beton file)"]
+
+
+def test_yaml_syntax_error_gives_the_line(tmp_path):
+    found = problems(write(tmp_path, "name: t\ndata: [oops\n"))
+    assert found[0].startswith("line 3, column 1: YAML syntax error")
+
+
+def test_variables_expand_with_defaults_and_unset_ones_are_errors(tmp_path, data_dirs, monkeypatch):
+    monkeypatch.setenv("RESPLAT_TEST_ROOT", str(data_dirs[0].parent))
+    monkeypatch.delenv("RESPLAT_UNSET", raising=False)
+    text = "name: t\ndata:\n  train: ${RESPLAT_TEST_ROOT}/train\n  val: ${RESPLAT_UNSET:-" + str(data_dirs[1]) + "}\n"
+    spec = load_job(write(tmp_path, text))
+    assert spec.data.train == data_dirs[0] and spec.data.val == data_dirs[1]
+    found = problems(write(tmp_path, text + "tracking: {experiment: '${RESPLAT_UNSET}'}\n"))
+    assert found == ["tracking.experiment: environment variable RESPLAT_UNSET is not set "
+                     "(set it or write ${RESPLAT_UNSET:-default})"]
+
+
+def test_overrides_apply_and_unknown_paths_are_errors(tmp_path, data_dirs):
+    path = write(tmp_path, minimal(data_dirs))
+    spec = load_job(path, ["optim.lr=0.05", "model.depth=56", "scaling.num_workers=2"])
+    assert (spec.optim.lr, spec.model.depth, spec.optim.global_batch_size) == (0.05, 56, 256)
+    found = problems(path, ["model.dept=3"])
+    assert found[0].startswith("--set model.dept: unknown field; did you mean 'depth'?")
+    assert problems(path, ["optim.lr"])[0].startswith("--set 'optim.lr': expected FIELD.PATH=VALUE")
+
+
+def test_batch_sizes_must_divide_over_workers(tmp_path, data_dirs):
+    path = write(tmp_path, minimal(data_dirs, "optim: {global_batch_size: 256}\nscaling: {num_workers: 3}\n"))
+    assert "does not divide over scaling.num_workers 3" in problems(path)[0]
+    spec = load_job(path, ["scaling.num_workers=4"])
+    assert spec.optim.batch_size == 64
+
+
+def test_committed_schema_is_in_sync():
+    committed = json.loads((ROOT / "jobs" / "schema.json").read_text())
+    assert committed == JobSpec.model_json_schema(), "run `resplat schema > jobs/schema.json`"
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "resplat", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_cli_bad_spec_exits_2_with_no_traceback_and_no_side_effects(tmp_path, data_dirs):
+    path = write(tmp_path, minimal(data_dirs, "optim: {lrr: 0.1}\n"))
+    home = tmp_path / "home"
+    result = subprocess.run(
+        [sys.executable, "-m", "resplat", "submit", str(path)], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "RESPLAT_HOME": str(home)},
+    )
+    assert result.returncode == 2
+    assert f"{path}: invalid spec" in result.stderr and "did you mean 'lr'?" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not home.exists()
+
+
+def test_cli_validate_prints_the_resolved_spec(tmp_path, data_dirs):
+    result = run_cli("validate", str(write(tmp_path, minimal(data_dirs))), "--set", "optim.lr=0.2")
+    assert result.returncode == 0, result.stderr
+    assert "lr: 0.2" in result.stdout and "shortcut: A" in result.stdout
+
+
+def test_cli_dry_run_prints_the_plan(tmp_path, data_dirs):
+    result = run_cli("submit", str(write(tmp_path, minimal(data_dirs))), "--dry-run", "--set", "scaling.num_workers=2")
+    assert result.returncode == 0, result.stderr
+    assert "128 per worker, 256 global" in result.stdout
