@@ -22,9 +22,15 @@ def test_paper_cifar_steps_divide_by_ten_at_32k_and_48k():
     )
 
 
-def test_paper_resnet110_warmup_starts_at_a_tenth():
-    schedule = ScheduleSpec(kind="step", epochs=1, unit="steps", warmup=400, warmup_start=0.1)
-    assert factors(schedule, 1000, [0, 200, 400, 999]) == pytest.approx([0.1, 0.55, 1, 1])
+def test_paper_resnet110_warmup_holds_a_tenth_then_jumps():
+    schedule = ScheduleSpec(kind="step", epochs=1, unit="steps", warmup=400, warmup_start=0.1,
+                            warmup_shape="constant")
+    assert factors(schedule, 1000, [0, 399, 400, 999]) == pytest.approx([0.1, 0.1, 1, 1])
+
+
+def test_linear_warmup_ramps_up():
+    schedule = ScheduleSpec(kind="cosine", epochs=1, unit="steps", warmup=400, warmup_start=0.1)
+    assert factors(schedule, 1000, [0, 200, 400]) == pytest.approx([0.1, 0.55, 1])
 
 
 def test_epoch_milestones_convert_to_steps():

@@ -54,7 +54,7 @@ def test_imagenet_family_defaults_to_option_b(tmp_path, data_dirs):
 
 @pytest.mark.parametrize("job", sorted((ROOT / "jobs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_committed_job_validates(job, monkeypatch, tmp_path):
-    for split in ("train", "test"):
+    for split in ("train", "test", "val"):
         (tmp_path / "cifar10" / split / "cat").mkdir(parents=True)
     monkeypatch.setenv("RESPLAT_DATA", str(tmp_path))
     monkeypatch.setenv("IMAGENET_DIR", str(tmp_path / "cifar10"))

@@ -125,6 +125,9 @@ class ScheduleSpec(Section):
     gamma: float = Field(0.1, gt=0, le=1, description="step: the factor at each milestone.")
     warmup: float = Field(0, ge=0, description="Length of the linear warmup, in `unit`.")
     warmup_start: float = Field(0.1, gt=0, le=1, description="lr factor at the start of warmup.")
+    warmup_shape: Literal["linear", "constant"] = Field(
+        "linear", description="linear: ramp from warmup_start to 1; constant: hold warmup_start (the paper's ResNet-110)."
+    )
     peak_at: float = Field(0.25, gt=0, lt=1, description="onecycle: fraction of training at peak lr.")
 
     @field_validator("milestones")
@@ -166,6 +169,14 @@ class CheckpointSpec(Section):
     keep_by: Literal["latest", "best"] = Field("latest", description="Keep the latest or the best by val_top1.")
 
 
+class FailureSpec(Section):
+    """What happens when a worker process or a node dies."""
+
+    max_failures: int = Field(
+        0, ge=-1, description="Worker-group restarts from the latest checkpoint before giving up (-1: forever)."
+    )
+
+
 class TrackingSpec(Section):
     """Where MLflow records the run."""
 
@@ -187,7 +198,17 @@ class JobSpec(Section):
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    failure: FailureSpec = Field(default_factory=FailureSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @model_validator(mode="after")
+    def _supported_by_ffcv(self) -> JobSpec:
+        if self.data.order == "quasi_random" and self.scaling.num_workers > 1:
+            raise ValueError(
+                "data.order quasi_random does not work with scaling.num_workers > 1 (FFCV's distributed "
+                "mode shuffles randomly); use data.order: random"
+            )
+        return self
 
     @model_validator(mode="after")
     def _derive_batch_sizes(self) -> JobSpec:

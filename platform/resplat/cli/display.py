@@ -52,7 +52,7 @@ class TrainingDisplay:
             TextColumn("[bold]{task.description}"),
             TextColumn("epoch {task.fields[epoch]}"),
             BarColumn(),
-            TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+            TextColumn("step {task.fields[steps]}"),
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("{task.fields[ips]} img/s"),
             TextColumn("{task.fields[val]}"),
@@ -61,7 +61,8 @@ class TrainingDisplay:
             TimeRemainingColumn(),
             console=console,
         )
-        self.task = self.bars.add_task(job_name, total=None, epoch="-", loss="-", ips="-", val="starting Ray...")
+        self.task = self.bars.add_task(job_name, total=None, epoch="-", steps="-", loss="-", ips="-",
+                                       val="starting Ray...")
 
     def __enter__(self):
         self.bars.start()
@@ -75,13 +76,14 @@ class TrainingDisplay:
             return
         last = epochs[-1] if epochs else None
         val = f"val top-1 {last['val_top1']:.1%}" if last else ""
-        if progress.phase == "val":
+        if progress.phase == "val" and len(epochs) < progress.epoch:
             val = "validating..."
         self.bars.update(
             self.task,
             total=progress.total_steps,
             completed=progress.global_step,
             epoch=f"{progress.epoch}/{progress.epochs}",
+            steps=f"{progress.global_step}/{progress.total_steps}",
             loss=f"{progress.loss:.3f}",
             ips=f"{progress.images_per_sec:,.0f}",
             val=val,

@@ -14,6 +14,7 @@ import typer
 
 from resplat import paths
 from resplat.cli import data, models
+from resplat.cli.report import report_command
 from resplat.cli.display import DataProgress, TrainingDisplay, console, print_summary
 from resplat.cli.errors import reports_errors, set_debug
 
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+app.command("report")(report_command)
 
 Overrides = Annotated[
     list[str] | None,
@@ -68,12 +70,21 @@ def submit(
         str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs.")] = False,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue this MLflow run (stopped or failed) from its latest checkpoint.")
+    ] = None,
 ) -> None:
     """Train the model a job spec describes, track it in MLflow, log the final model."""
     from resplat.orchestrate import submit as service
     from resplat.spec import load_job
 
     spec = load_job(job, set_ or [])
+    if resume:
+        with TrainingDisplay(spec.name) as display:
+            result = service.resume(resume, tracking_uri=spec.tracking.tracking_uri, expect_job=spec.name,
+                                    address=address, verbose=verbose, on_update=display.update)
+        print_summary(result)
+        return
     if dry_run:
         for key, value in service.plan(spec).items():
             console.print(f"[bold]{key:>8}[/]  {value}")

@@ -31,6 +31,10 @@ def check_local_capacity(scaling) -> None:
 
 
 def _quiet_ray_logging(verbose: bool) -> None:
+    # Ray adds its console handler when these modules are first imported: import them first.
+    import ray._private.worker  # noqa: F401
+    import ray.train.torch  # noqa: F401
+
     log_dir = paths.logs_dir()
     log_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_dir / "ray-driver.log")
@@ -45,6 +49,9 @@ def _quiet_ray_logging(verbose: bool) -> None:
                     logger.removeHandler(h)
     if not verbose:
         warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+        # ray.init drops the handlers above while it starts, so Python's last-resort handler would
+        # print this notice (token auth is on, as it should be) to the terminal.
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
 
 
 def start_ray(*, address: str | None, verbose: bool = False) -> None:
@@ -55,13 +62,14 @@ def start_ray(*, address: str | None, verbose: bool = False) -> None:
         return
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     _quiet_ray_logging(verbose)
-    target = address or os.environ.get("RAY_ADDRESS")
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    if not os.environ.get("RAY_ADDRESS"):
+        os.environ.pop("RAY_ADDRESS", None)  # ray.init reads it too; an empty one is an error there
     try:
         ray.init(
             address=target,
             log_to_driver=verbose,
             logging_level=logging.INFO if verbose else logging.WARNING,
-            include_dashboard=False if target is None else None,
             configure_logging=verbose,
         )
     except ConnectionError as e:

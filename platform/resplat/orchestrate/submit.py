@@ -12,10 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from resplat.data import BetonInfo, WriteOptions, cached_beton, read_beton_info
-from resplat.errors import DataError
+from resplat.errors import DataError, InputError
 from resplat import paths
 from resplat.spec import DataSpec, JobSpec, flatten, to_yaml
+
+RESOLVED_SPEC = "spec/resolved.yaml"
 
 ProgressFactory = Callable[[str], Callable[[int, int], None]]
 
@@ -89,7 +93,19 @@ def plan(spec: JobSpec) -> dict[str, str]:
                                                       if spec.schedule.max_steps else ""),
         "data": f"train {spec.data.train}, val {spec.data.val} ({spec.data.pipeline} pipeline, "
         f"{spec.data.resolution} px)",
+        "memory": f"~{_memory_gib(spec):.1f} GiB per worker {'GPU' if s.use_gpu else 'process'} "
+        f"(estimate: weights, gradients, momentum, activations at {s.precision})",
     }
+
+
+def _memory_gib(spec: JobSpec) -> float:
+    from resplat.models import resnet
+    from resplat.models.memory import estimate_training_bytes
+
+    model = resnet(**spec.model.model_dump())
+    return estimate_training_bytes(
+        model, batch_size=spec.optim.batch_size, resolution=spec.data.resolution, precision=spec.scaling.precision
+    ) / 2**30
 
 
 def check_runnable(spec: JobSpec, *, address: str | None) -> None:
@@ -110,25 +126,54 @@ def submit(
     on_update: Callable[[object, list[dict]], None] | None = None,
 ) -> JobResult:
     """Run `spec` (its data already prepared) to the end; raises ResplatError subclasses."""
-    from resplat.orchestrate.runtime import start_ray
-    from resplat.orchestrate.trainer import run_training
     from resplat.tracking import TrackedRun, tracking_uri_for
 
     spec = spec.model_copy(update={"data": prepared.data})
-
     started = time.perf_counter()
     run = TrackedRun.create(
         tracking_uri_for(spec.tracking),
         spec.tracking.experiment,
         run_name=spec.name,
         params=flatten(spec),
-        texts={"spec/submitted.yaml": spec_text, "spec/resolved.yaml": to_yaml(spec)},
+        texts={"spec/submitted.yaml": spec_text, RESOLVED_SPEC: to_yaml(spec)},
         tags={
             "resplat.job": spec.name,
             "resplat.data.train_sha256": prepared.train.sha256,
             "resplat.data.val_sha256": prepared.val.sha256,
         },
     )
+    return _train_and_log(spec, run, started=started, address=address, verbose=verbose, on_update=on_update)
+
+
+def resume(
+    run_id: str,
+    *,
+    tracking_uri: str | None = None,
+    expect_job: str | None = None,
+    address: str | None = None,
+    verbose: bool = False,
+    on_update: Callable[[object, list[dict]], None] | None = None,
+) -> JobResult:
+    """Continue a stopped or failed run from its latest checkpoint, in the same MLflow run."""
+    from resplat.spec import JobSpec as Spec, parse
+    from resplat.tracking import TrackedRun
+
+    run = TrackedRun.open(tracking_uri or paths.default_tracking_uri(), run_id)
+    if run.status == "FINISHED":
+        raise InputError(f"--resume {run_id}: that run already finished; submit the job again for a new run")
+    spec = parse(Spec, yaml.safe_load(run.read_text(RESOLVED_SPEC)), f"run {run_id} ({RESOLVED_SPEC})")
+    if expect_job is not None and spec.name != expect_job:
+        raise InputError(f"--resume {run_id}: that run is of job {spec.name!r}, not {expect_job!r}")
+    check_runnable(spec, address=address)
+    run.reopen()
+    return _train_and_log(spec, run, started=time.perf_counter(), address=address, verbose=verbose,
+                          on_update=on_update)
+
+
+def _train_and_log(spec: JobSpec, run, *, started: float, address, verbose, on_update) -> JobResult:
+    from resplat.orchestrate.runtime import start_ray
+    from resplat.orchestrate.trainer import run_training
+
     try:
         start_ray(address=address, verbose=verbose)
         outcome = run_training(
@@ -169,4 +214,4 @@ def _input_example(spec: JobSpec):
     return np.zeros((1, 3, spec.data.resolution, spec.data.resolution), dtype=np.float32)
 
 
-__all__ = ["JobResult", "PreparedData", "check_runnable", "plan", "prepare_data", "submit"]
+__all__ = ["JobResult", "PreparedData", "check_runnable", "plan", "prepare_data", "resume", "submit"]

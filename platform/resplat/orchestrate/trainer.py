@@ -27,9 +27,10 @@ class TrainOutcome:
     epochs: list[dict]
     restarts: int
     storage_dir: str
+    nodes: list[str]  # node id of each worker, by rank
 
 
-def build_trainer(spec: JobSpec, *, config: dict, run_name: str, max_failures: int = 0) -> TorchTrainer:
+def build_trainer(spec: JobSpec, *, config: dict, run_name: str) -> TorchTrainer:
     scaling = spec.scaling
     keep_best = spec.checkpoint.keep_by == "best"
     return TorchTrainer(
@@ -49,7 +50,7 @@ def build_trainer(spec: JobSpec, *, config: dict, run_name: str, max_failures: i
                 checkpoint_score_attribute="val_top1" if keep_best else None,
                 checkpoint_score_order="max",
             ),
-            failure_config=FailureConfig(max_failures=max_failures),
+            failure_config=FailureConfig(max_failures=spec.failure.max_failures),
         ),
     )
 
@@ -61,7 +62,6 @@ def run_training(
     run_name: str,
     on_update: Callable[[object, list[dict]], None] = lambda progress, epochs: None,
     resume: dict | None = None,
-    max_failures: int = 0,
 ) -> TrainOutcome:
     """Fit `spec` on the connected Ray cluster; call `on_update` while it trains."""
     board = ProgressBoard.remote()
@@ -72,7 +72,7 @@ def run_training(
         "board": board,
         "resume": resume,
     }
-    trainer = build_trainer(spec, config=config, run_name=run_name, max_failures=max_failures)
+    trainer = build_trainer(spec, config=config, run_name=run_name)
     outcome: dict = {}
 
     def fit() -> None:
@@ -91,6 +91,7 @@ def run_training(
         on_update(latest, epochs)
     latest, epochs, restarts = ray.get(board.snapshot.remote())
     on_update(latest, epochs)
+    nodes = ray.get(board.worker_nodes.remote())
     ray.kill(board)
 
     if "error" in outcome:
@@ -109,6 +110,7 @@ def run_training(
         epochs=epochs,
         restarts=restarts,
         storage_dir=result.path,
+        nodes=nodes,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import ray
 import ray.train
 import torch
 
@@ -34,7 +35,8 @@ class RayReporter:
     def epoch_end(self, report: EpochReport) -> None:
         metrics = {**report.metrics, "epoch": report.epoch, "global_step": report.global_step}
         if self.rank == 0:
-            self.board.post_epoch.remote(report.epoch, report.metrics)
+            # Waited for: a fire-and-forget call may be lost when the worker exits after the last epoch.
+            ray.get(self.board.post_epoch.remote(report.epoch, report.metrics))
             if self.run is not None:
                 self.run.log_metrics(report.metrics, step=report.epoch)
         if report.state is None:
@@ -51,6 +53,7 @@ def train_loop_per_worker(config: dict) -> None:
     spec = JobSpec.model_validate(config["spec"])
     run = TrackedRun(config["tracking_uri"], config["run_id"]) if rank == 0 and config.get("run_id") else None
     torch.set_num_threads(spec.scaling.cpus_per_worker)
+    ray.get(config["board"].join.remote(rank, ray.get_runtime_context().get_node_id()))
     checkpoint = ray.train.get_checkpoint()
     resume = load_state(checkpoint) if checkpoint is not None else config.get("resume")
     if checkpoint is not None and rank == 0:

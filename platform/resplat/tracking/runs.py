@@ -7,9 +7,13 @@ import os
 from pathlib import Path
 
 from resplat import paths
+from resplat.errors import InputError
 
-# MLflow's SQLite store logs alembic migrations at INFO on first use.
-logging.getLogger("alembic").setLevel(logging.WARNING)
+# MLflow's SQLite store logs its table set-up and migrations at INFO on first use.
+for _name in ("alembic", "mlflow"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+# log_model warns that pickled models execute code on load; resplat loads only its own runs' models.
+logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
@@ -55,6 +59,33 @@ class TrackedRun:
         for name, text in texts.items():
             client.log_text(tracked.run_id, text, name)
         return tracked
+
+    @classmethod
+    def open(cls, tracking_uri: str, run_id: str) -> TrackedRun:
+        """An existing run; InputError when there is none with that id."""
+        from mlflow.exceptions import MlflowException
+
+        tracked = cls(tracking_uri, run_id)
+        try:
+            tracked.client.get_run(run_id)
+        except MlflowException:
+            raise InputError(f"no MLflow run {run_id} in {tracking_uri}") from None
+        return tracked
+
+    @property
+    def status(self) -> str:
+        return self.client.get_run(self.run_id).info.status
+
+    def read_text(self, artifact: str) -> str:
+        import mlflow
+        import mlflow.artifacts
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow.artifacts.load_text(f"runs:/{self.run_id}/{artifact}")
+
+    def reopen(self) -> None:
+        self.client.update_run(self.run_id, status="RUNNING")
+        self.client.set_tag(self.run_id, "resplat.resumed", "true")
 
     @property
     def experiment_id(self) -> str:

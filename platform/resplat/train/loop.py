@@ -109,7 +109,7 @@ def evaluate(model: nn.Module, loader, scaling, device: torch.device) -> dict[st
         dist.all_reduce(sums)
     loss, top1, top5, count = sums.tolist()
     count = max(count, 1.0)
-    return {"val_loss": loss / count, "val_top1": top1 / count, "val_top5": top5 / count}
+    return {"val_loss": loss / count, "val_top1": top1 / count, "val_top5": top5 / count, "val_images": count}
 
 
 def _sum_over_workers(value: float, device: torch.device) -> float:
@@ -172,13 +172,15 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
     for epoch in range(start_epoch, epochs):
         model.train()
         loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
         seen, last_shown, t0 = 0, 0.0, time.perf_counter()
         steps_this_epoch = min(steps_per_epoch, plan.total_steps - step)
         for i, (images, labels) in enumerate(train_loader):
             if i >= steps_this_epoch:
                 break
             with autocast(spec.scaling, device):
-                loss = criterion(model(images), labels)
+                logits = model(images)
+                loss = criterion(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -187,6 +189,7 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
             step += 1
             seen += labels.numel()
             loss_sum += loss.detach()
+            correct += (logits.detach().argmax(dim=1) == labels).sum()
             now = time.perf_counter()
             if rank == 0 and (now - last_shown > PROGRESS_EVERY_S or i + 1 == steps_this_epoch):
                 last_shown = now
@@ -204,6 +207,8 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
             ))
         metrics = {
             "train_loss": _sum_over_workers(loss_sum.item(), device) / max(1, steps_this_epoch * world),
+            "train_images": _sum_over_workers(seen, device),
+            "train_top1": _sum_over_workers(correct.item(), device) / max(1, _sum_over_workers(seen, device)),
             "train_images_per_sec": _sum_over_workers(seen / max(train_seconds, 1e-9), device),
             "lr": optimizer.param_groups[0]["lr"],
             **evaluate(model, val_loader, spec.scaling, device),

@@ -16,6 +16,7 @@ class StepPlan:
     gamma: float
     warmup_steps: int
     warmup_start: float
+    warmup_shape: str
     peak_at: float
 
 
@@ -32,6 +33,7 @@ def plan_steps(schedule, steps_per_epoch: int) -> StepPlan:
         gamma=schedule.gamma,
         warmup_steps=round(schedule.warmup * per_unit),
         warmup_start=schedule.warmup_start,
+        warmup_shape=schedule.warmup_shape,
         peak_at=schedule.peak_at,
     )
 
@@ -44,6 +46,8 @@ def lr_factor(plan: StepPlan, step: int) -> float:
             return plan.warmup_start + (1 - plan.warmup_start) * step / peak
         return max(0.0, (plan.total_steps - step) / max(1, plan.total_steps - peak))
     if step < plan.warmup_steps:
+        if plan.warmup_shape == "constant":
+            return plan.warmup_start
         return plan.warmup_start + (1 - plan.warmup_start) * step / plan.warmup_steps
     if plan.kind == "step":
         return plan.gamma ** sum(step >= m for m in plan.milestones)
