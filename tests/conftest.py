@@ -34,3 +34,12 @@ def cifar_subset(cifar10_root: Path, tmp_path_factory) -> Path:
     copy_subset(cifar10_root / "train", root / "train", 40)
     copy_subset(cifar10_root / "test", root / "test", 10)
     return root
+
+
+@pytest.fixture(scope="session")
+def cifar_medium(cifar10_root: Path, tmp_path_factory) -> Path:
+    """2,000 real training images (200 per class) and 500 test images: epochs of a few seconds."""
+    root = tmp_path_factory.mktemp("cifar-medium")
+    copy_subset(cifar10_root / "train", root / "train", 200)
+    copy_subset(cifar10_root / "test", root / "test", 50)
+    return root

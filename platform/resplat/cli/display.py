@@ -99,6 +99,8 @@ def print_summary(result) -> None:
     table.add_row("train img/s", f"{m.get('train_images_per_sec', float('nan')):,.0f}")
     table.add_row("epochs", str(m.get("epoch", "?")))
     table.add_row("wall time", f"{result.wall_seconds:,.0f} s")
+    if result.restarts:
+        table.add_row("restarts", f"{result.restarts} (resumed from the latest checkpoint)")
     table.add_row("MLflow run", result.run_id)
     table.add_row("model", result.model_uri + (f" (registered v{result.registered_version})"
                                                 if result.registered_version else ""))

@@ -184,6 +184,7 @@ def _train_and_log(spec: JobSpec, run, *, started: float, address, verbose, on_u
         version = run.register(model_uri, spec.tracking.register_as) if spec.tracking.register_as else None
         wall = time.perf_counter() - started
         run.log_metrics({"wall_seconds": wall}, step=outcome.final_state["epoch"])
+        run.set_tags({"resplat.worker_group_restarts": str(outcome.restarts)})
     except BaseException:
         run.end("KILLED" if _interrupted() else "FAILED")
         raise
