@@ -30,7 +30,7 @@ class TrainOutcome:
     nodes: list[str]  # node id of each worker, by rank
 
 
-def build_trainer(spec: JobSpec, *, config: dict, run_name: str) -> TorchTrainer:
+def build_trainer(spec: JobSpec, *, config: dict, run_name: str, callbacks: list | None = None) -> TorchTrainer:
     scaling = spec.scaling
     keep_best = spec.checkpoint.keep_by == "best"
     return TorchTrainer(
@@ -51,6 +51,7 @@ def build_trainer(spec: JobSpec, *, config: dict, run_name: str) -> TorchTrainer
                 checkpoint_score_order="max",
             ),
             failure_config=FailureConfig(max_failures=spec.failure.max_failures),
+            callbacks=callbacks,
         ),
     )
 
@@ -62,6 +63,7 @@ def run_training(
     run_name: str,
     on_update: Callable[[object, list[dict]], None] = lambda progress, epochs: None,
     resume: dict | None = None,
+    callbacks: list | None = None,
 ) -> TrainOutcome:
     """Fit `spec` on the connected Ray cluster; call `on_update` while it trains."""
     board = ProgressBoard.remote()
@@ -72,7 +74,7 @@ def run_training(
         "board": board,
         "resume": resume,
     }
-    trainer = build_trainer(spec, config=config, run_name=run_name)
+    trainer = build_trainer(spec, config=config, run_name=run_name, callbacks=callbacks)
     outcome: dict = {}
 
     def fit() -> None:
