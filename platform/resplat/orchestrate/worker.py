@@ -53,7 +53,6 @@ def train_loop_per_worker(config: dict) -> None:
     rank = context.get_world_rank()
     spec = JobSpec.model_validate(config["spec"])
     run = TrackedRun(config["tracking_uri"], config["run_id"]) if rank == 0 and config.get("run_id") else None
-    torch.set_num_threads(spec.scaling.cpus_per_worker)
     ray.get(config["board"].join.remote(rank, ray.get_runtime_context().get_node_id()))
     checkpoint = ray.train.get_checkpoint()
     resume = load_state(checkpoint) if checkpoint is not None else config.get("resume")

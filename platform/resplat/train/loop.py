@@ -146,6 +146,7 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
         device=device,
         channels_last=spec.scaling.channels_last,
     )
+    torch.set_num_threads(spec.scaling.cpus_per_worker)  # FFCV sets it to its own thread count
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError(
@@ -211,7 +212,7 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
             "train_top1": _sum_over_workers(correct.item(), device) / max(1, _sum_over_workers(seen, device)),
             "train_images_per_sec": _sum_over_workers(seen / max(train_seconds, 1e-9), device),
             "lr": optimizer.param_groups[0]["lr"],
-            **evaluate(model, val_loader, spec.scaling, device),
+            **evaluate(bare_model, val_loader, spec.scaling, device),  # no DDP: shards may differ by one
         }
         final = epoch + 1 == epochs
         due = final or (epoch + 1) % spec.checkpoint.every_epochs == 0

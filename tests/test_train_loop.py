@@ -1,0 +1,67 @@
+"""The training loop on its own: a plain function, no Ray, no MLflow (as under torchrun or a notebook)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from resplat.spec import JobSpec
+from resplat.train import PrintReporter, train
+
+
+@pytest.fixture(scope="module")
+def beton_spec(cifar_subset, tmp_path_factory):
+    import os
+
+    from resplat.orchestrate.submit import prepare_data
+
+    os.environ["RESPLAT_HOME"] = str(tmp_path_factory.mktemp("home"))
+    try:
+        spec = JobSpec.model_validate({
+            "name": "loop", "seed": 1,
+            "model": {"family": "cifar", "depth": 8},
+            "data": {"train": cifar_subset / "train", "val": cifar_subset / "test", "loader_workers": 1},
+            "optim": {"lr": 0.05, "batch_size": 50},
+            "schedule": {"kind": "constant", "epochs": 2},
+        })
+        prepared = prepare_data(spec.data, num_classes=10)
+    finally:
+        del os.environ["RESPLAT_HOME"]
+    return spec.model_copy(update={"data": prepared.data})
+
+
+def test_the_loop_imports_no_ray_mlflow_or_typer():
+    code = ("import sys, resplat.train; "
+            "print(sorted(m for m in ('ray', 'mlflow', 'typer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_trains_and_checkpoints_in_a_plain_process(beton_spec, precision):
+    spec = beton_spec.model_copy(update={"scaling": beton_spec.scaling.model_copy(update={"precision": precision})})
+    reporter = PrintReporter()
+    metrics = train(spec, reporter)
+    assert [r.epoch for r in reporter.epochs] == [1, 2]
+    assert reporter.epochs[-1].final and reporter.epochs[-1].state is not None
+    assert all(math.isfinite(r.metrics["train_loss"]) for r in reporter.epochs)
+    assert metrics["val_images"] == 100 and metrics["train_images"] == 400
+    state = reporter.epochs[-1].state
+    assert state["epoch"] == 2 and state["global_step"] == 16
+    weight = next(v for k, v in state["model"].items() if k.endswith("conv1.weight"))
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_resuming_from_a_checkpoint_continues_where_it_stopped(beton_spec):
+    spec = beton_spec.model_copy(update={"schedule": beton_spec.schedule.model_copy(update={"epochs": 3})})
+    first = PrintReporter()
+    train(spec.model_copy(update={"checkpoint": spec.checkpoint.model_copy(update={"every_epochs": 1})}), first)
+    state = first.epochs[0].state  # after epoch 1
+    resumed = PrintReporter()
+    train(spec, resumed, resume=state)
+    assert [r.epoch for r in resumed.epochs] == [2, 3]
+    assert resumed.epochs[-1].global_step == first.epochs[-1].global_step
