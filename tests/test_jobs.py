@@ -52,3 +52,35 @@ def test_committed_jobs_train_for_real_with_cpu_overrides(name, cifar_subset, tm
         ray.shutdown()
     assert result.metrics["global_step"] == 2
     assert 0 <= result.metrics["val_top1"] <= 1 and result.metrics["val_images"] == 100
+    if name == "resnet18.yaml":
+        check_ten_crop_eval(result.run_id)
+
+
+def check_ten_crop_eval(run_id: str) -> None:
+    """The paper's 10-crop, multi-scale test runs on the logged model and is logged to its run."""
+    from mlflow.tracking import MlflowClient
+
+    from resplat import paths
+    from resplat.errors import InputError
+    from resplat.orchestrate.evaluate import evaluate_run
+
+    metrics = evaluate_run(run_id, ten_crop=True, scales=[72, 96], batch_size=50)
+    assert metrics["eval_images"] == 100 and metrics["views"] == "10-crop at 72, 96 px"
+    assert 0 <= metrics["eval_top1"] <= metrics["eval_top5"] <= 1
+    run = MlflowClient(paths.default_tracking_uri()).get_run(run_id)
+    assert run.data.metrics["eval_top1"] == metrics["eval_top1"]
+    with pytest.raises(InputError, match="at least the 64-pixel crop"):
+        evaluate_run(run_id, ten_crop=True, scales=[48])
+
+
+def test_ten_crop_takes_corners_centre_and_their_flips():
+    import torch
+
+    from resplat.train.evaluation import ten_crop
+
+    images = torch.arange(2 * 3 * 6 * 8, dtype=torch.float32).reshape(2, 3, 6, 8)
+    crops = ten_crop(images, 4)
+    assert len(crops) == 10 and all(c.shape == (2, 3, 4, 4) for c in crops)
+    assert torch.equal(crops[0], images[..., :4, :4]) and torch.equal(crops[3], images[..., 2:, 4:])
+    assert torch.equal(crops[4], images[..., 1:5, 2:6])
+    assert torch.equal(crops[5], images[..., :4, :4].flip(-1))

@@ -98,6 +98,30 @@ def submit(
     print_summary(result)
 
 
+@app.command("eval")
+@reports_errors
+def evaluate(
+    run_id: Annotated[str, typer.Argument(help="The MLflow run whose final model to test.")],
+    ten_crop: Annotated[bool, typer.Option(help="The paper's 10-crop testing (ImageNet family).")] = False,
+    scales: Annotated[
+        str | None, typer.Option(help="Comma-separated image sizes whose scores are averaged, e.g. 224,256,384.")
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="Default: the embedded store under .resplat/.")] = None,
+) -> None:
+    """Test a run's model on its validation set (10-crop, several scales) and log the result to the run."""
+    from resplat.errors import InputError
+    from resplat.orchestrate.evaluate import evaluate_run
+
+    try:
+        sizes = [int(s) for s in scales.split(",")] if scales else None
+    except ValueError:
+        raise InputError(f"--scales {scales!r}: expected comma-separated pixel sizes, e.g. 224,256") from None
+    with console.status("evaluating..."):
+        m = evaluate_run(run_id, tracking_uri=tracking_uri, ten_crop=ten_crop, scales=sizes)
+    console.print(f"{m['views']}: top-1 {m['eval_top1']:.2%}, top-5 {m['eval_top5']:.2%} "
+                  f"on {m['eval_images']} images (logged to run {run_id})")
+
+
 @app.command()
 @reports_errors
 def ui(

@@ -20,6 +20,7 @@ from resplat import paths
 from resplat.spec import DataSpec, JobSpec, flatten, to_yaml
 
 RESOLVED_SPEC = "spec/resolved.yaml"
+MODEL_URI_TAG = "resplat.model_uri"
 
 ProgressFactory = Callable[[str], Callable[[int, int], None]]
 
@@ -181,6 +182,7 @@ def _train_and_log(spec: JobSpec, run, *, started: float, address, verbose, on_u
             on_update=on_update or (lambda progress, epochs: None),
         )
         model_uri = run.log_model(_final_model(spec, outcome.final_state), _input_example(spec))
+        run.set_tags({MODEL_URI_TAG: model_uri})
         version = run.register(model_uri, spec.tracking.register_as) if spec.tracking.register_as else None
         wall = time.perf_counter() - started
         run.log_metrics({"wall_seconds": wall}, step=outcome.final_state["epoch"])

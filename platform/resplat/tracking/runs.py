@@ -88,6 +88,10 @@ class TrackedRun:
         self.client.set_tag(self.run_id, "resplat.resumed", "true")
 
     @property
+    def tags(self) -> dict[str, str]:
+        return self.client.get_run(self.run_id).data.tags
+
+    @property
     def experiment_id(self) -> str:
         return self.client.get_run(self.run_id).info.experiment_id
 
