@@ -27,19 +27,20 @@ def copy_subset(src: Path, dst: Path, per_class: int) -> Path:
     return dst
 
 
+def make_subset(cifar10_root: Path, tmp_path_factory, name: str, train: int, test: int) -> Path:
+    root = tmp_path_factory.mktemp(name)
+    copy_subset(cifar10_root / "train", root / "train", train)
+    copy_subset(cifar10_root / "test", root / "test", test)
+    return root
+
+
 @pytest.fixture(scope="session")
 def cifar_subset(cifar10_root: Path, tmp_path_factory) -> Path:
     """A few hundred real CIFAR-10 images: train/ (40 per class) and test/ (10 per class)."""
-    root = tmp_path_factory.mktemp("cifar-subset")
-    copy_subset(cifar10_root / "train", root / "train", 40)
-    copy_subset(cifar10_root / "test", root / "test", 10)
-    return root
+    return make_subset(cifar10_root, tmp_path_factory, "cifar-subset", 40, 10)
 
 
 @pytest.fixture(scope="session")
 def cifar_medium(cifar10_root: Path, tmp_path_factory) -> Path:
     """2,000 real training images (200 per class) and 500 test images: epochs of a few seconds."""
-    root = tmp_path_factory.mktemp("cifar-medium")
-    copy_subset(cifar10_root / "train", root / "train", 200)
-    copy_subset(cifar10_root / "test", root / "test", 50)
-    return root
+    return make_subset(cifar10_root, tmp_path_factory, "cifar-medium", 200, 50)
