@@ -9,9 +9,10 @@ from pathlib import Path
 from resplat import paths
 from resplat.errors import InputError
 
-# MLflow's SQLite store logs its table set-up and migrations at INFO on first use.
-for _name in ("alembic", "mlflow"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+# MLflow's SQLite store logs its table set-up and migrations at INFO on first use; mlflow
+# sets its loggers' level from MLFLOW_LOGGING_LEVEL when it is imported.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+logging.getLogger("alembic").setLevel(logging.WARNING)
 # log_model warns that pickled models execute code on load; resplat loads only its own runs' models.
 logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
