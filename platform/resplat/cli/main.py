@@ -14,9 +14,9 @@ import typer
 
 from resplat import paths
 from resplat.cli import data, models
-from resplat.cli.report import report_command
 from resplat.cli.display import DataProgress, TrainingDisplay, console, print_summary
 from resplat.cli.errors import reports_errors, set_debug
+from resplat.cli.report import report_command
 
 app = typer.Typer(
     help="resplat: train deep residual networks on Ray with FFCV data and MLflow tracking.",

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from resplat.cli.errors import reports_errors
 from resplat.errors import InputError
 from resplat.models.architecture import check_architecture, resolve_shortcut
 
@@ -38,6 +39,7 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 @app.command()
+@reports_errors
 def arch(
     depth: Annotated[int, typer.Option(help="Number of layers, e.g. 20/56/110 (cifar) or 50.")],
     family: Annotated[str, typer.Option(help="cifar (6n+2 layers) or imagenet.")] = "cifar",

@@ -32,7 +32,7 @@ def check_local_capacity(scaling) -> None:
 
 def _quiet_ray_logging(verbose: bool) -> None:
     # Ray adds its console handler when these modules are first imported: import them first.
-    import ray._private.worker  # noqa: F401
+    import ray._private.worker
     import ray.train.torch  # noqa: F401
 
     log_dir = paths.logs_dir()

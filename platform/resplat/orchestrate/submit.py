@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from resplat import paths
 from resplat.data import BetonInfo, WriteOptions, cached_beton, read_beton_info
 from resplat.errors import DataError, InputError
-from resplat import paths
 from resplat.spec import DataSpec, JobSpec, flatten, to_yaml
 
 RESOLVED_SPEC = "spec/resolved.yaml"
@@ -156,7 +156,8 @@ def resume(
     on_update: Callable[[object, list[dict]], None] | None = None,
 ) -> JobResult:
     """Continue a stopped or failed run from its latest checkpoint, in the same MLflow run."""
-    from resplat.spec import JobSpec as Spec, parse
+    from resplat.spec import JobSpec as Spec
+    from resplat.spec import parse
     from resplat.tracking import TrackedRun
 
     run = TrackedRun.open(tracking_uri or paths.default_tracking_uri(), run_id)

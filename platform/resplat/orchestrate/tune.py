@@ -1,0 +1,430 @@
+"""`resplat tune`: a Ray Tune sweep whose trials are resplat jobs, tracked as nested MLflow runs.
+
+The sweep is one MLflow parent run (tags `resplat.kind=sweep`, `resplat.sweep`, metric, mode);
+each trial is a child run (tag `mlflow.parentRunId`) that trains through `run_training` with
+Tune's report callback, so a scheduler (ASHA) sees every epoch and can stop weak trials.
+At the end the best finished trial's model is logged, registered, and made `champion` when
+it beats the current champion.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from resplat import paths
+from resplat.errors import InputError, RunError
+from resplat.spec import flatten, to_yaml
+from resplat.sweep import LoadedSweep, validate_trial
+from resplat.tracking import TrackedRun, tracking_uri_for
+from resplat.tracking.report import (
+    KIND_TAG, METRIC_TAG, MODE_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_STATUS_TAG, TRIAL_TAG,
+)
+
+BEST_TRIAL_TAG = "resplat.sweep.best_trial"
+CHAMPION = "champion"
+SPACE_ARTIFACT = "sweep/space.yaml"
+BASE_JOB_ARTIFACT = "sweep/base_job.yaml"
+RESULTS_CSV = "sweep/results.csv"
+RESULTS_TXT = "sweep/results.txt"
+
+
+@dataclass
+class TrialView:
+    """One trial as the live display shows it."""
+
+    trial_id: str
+    params: dict[str, Any]
+    status: str = "pending"
+    epoch: int = 0
+    metric: float | None = None
+
+
+@dataclass
+class TrialOutcome:
+    trial_id: str
+    run_id: str | None
+    params: dict[str, Any]
+    status: str  # finished, stopped_early, failed
+    epochs: int
+    metric: float | None
+    checkpoint_path: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class SweepResult:
+    name: str
+    parent_run_id: str
+    metric: str
+    mode: str
+    trials: list[TrialOutcome]  # best first
+    wall_seconds: float
+    ui_hint: str
+    best: TrialOutcome | None = None
+    model_uri: str | None = None
+    registered_as: str | None = None
+    registered_version: str | None = None
+    champion_moved: bool = False
+    previous_champion: dict = field(default_factory=dict)
+
+
+SweepUpdate = Callable[[list[TrialView]], None]
+
+
+def tune_dir(sweep_name: str) -> Path:
+    return paths.home() / "tune" / sweep_name
+
+
+# ---------------------------------------------------------------- the trainable (runs in a trial actor)
+
+
+def make_trainable(base_raw: dict, *, sweep_name: str, tracking_uri: str, experiment: str, parent_run_id: str):
+    """The function Tune runs per trial: apply the sampled values, train, track as a child run."""
+
+    def trial(config: dict) -> None:
+        from ray import tune
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        from resplat.orchestrate.trainer import run_training
+
+        trial_id = tune.get_context().get_trial_id()
+        spec = validate_trial(base_raw, config, f"trial {trial_id}")
+        child = _child_run(tracking_uri, experiment, parent_run_id, trial_id, spec)
+        try:
+            run_training(spec, run=child, run_name=f"{sweep_name}-{parent_run_id[:8]}-{trial_id}",
+                         callbacks=[TuneReportCallback()])
+        except BaseException:
+            child.set_tags({TRIAL_STATUS_TAG: "failed"})
+            child.end("FAILED")
+            raise
+        child.set_tags({TRIAL_STATUS_TAG: "finished"})
+        child.end("FINISHED")
+
+    return trial
+
+
+def _child_run(tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str, spec) -> TrackedRun:
+    """The trial's MLflow run: reopened when a resumed sweep restarts the trial, else created."""
+    existing = _find_child(TrackedRun(tracking_uri, parent_run_id).client, parent_run_id, trial_id)
+    if existing is not None:
+        run = TrackedRun(tracking_uri, existing.info.run_id)
+        run.reopen()
+        return run
+    return TrackedRun.create(
+        tracking_uri, experiment, run_name=trial_id, params=flatten(spec),
+        texts={"spec/resolved.yaml": to_yaml(spec)},
+        tags={PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, TRIAL_STATUS_TAG: "running",
+              "resplat.job": spec.name},
+    )
+
+
+def _children(client, parent_run_id: str) -> list:
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                              max_results=5000)
+
+
+def _find_child(client, parent_run_id: str, trial_id: str):
+    return next((r for r in _children(client, parent_run_id) if r.data.tags.get(TRIAL_TAG) == trial_id), None)
+
+
+# ---------------------------------------------------------------- live progress (driver side)
+
+
+class TrialProgress(Callback):
+    """Keeps one TrialView per trial from Tune's driver-side events and hands them to `on_update`."""
+
+    def __init__(self, base_raw: dict, metric: str, on_update: SweepUpdate):
+        self.base_raw = base_raw
+        self.metric = metric
+        self.on_update = on_update
+        self.views: dict[str, TrialView] = {}
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its run config into the sweep's storage; a live display cannot be pickled.
+        return {"base_raw": self.base_raw, "metric": self.metric, "on_update": None, "views": {}}
+
+    def _view(self, trial) -> TrialView:
+        if trial.trial_id not in self.views:
+            self.views[trial.trial_id] = TrialView(trial.trial_id, dict(trial.config))
+        return self.views[trial.trial_id]
+
+    def _publish(self) -> None:
+        if self.on_update is not None:
+            self.on_update(list(self.views.values()))
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        for other in trials:
+            self._view(other)
+        self._view(trial).status = "running"
+        self._publish()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        view = self._view(trial)
+        view.epoch = int(result.get("epoch", view.epoch))
+        view.metric = result.get(self.metric, view.metric)
+        self._publish()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        view = self._view(trial)
+        planned = validate_trial(self.base_raw, trial.config, trial.trial_id).schedule.epochs
+        view.status = "finished" if view.epoch >= planned else "stopped early"
+        self._publish()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._view(trial).status = "failed"
+        self._publish()
+
+
+# ---------------------------------------------------------------- the sweep (driver side)
+
+
+def run_sweep(
+    sweep: LoadedSweep,
+    *,
+    address: str | None = None,
+    verbose: bool = False,
+    on_update: SweepUpdate | None = None,
+    resume: str | None = None,
+    progress=None,
+) -> SweepResult:
+    """Run (or with `resume`, continue) the sweep to the end; rank the trials; promote the best."""
+    from resplat.orchestrate.runtime import start_ray
+    from resplat.orchestrate.submit import check_runnable, prepare_data
+
+    started = time.perf_counter()
+    space, base = sweep.space, sweep.base_spec
+    uri = tracking_uri_for(base.tracking)
+    storage = tune_dir(space.name)
+    if resume:
+        parent = _reopen_parent(uri, resume, space.name, storage)
+    check_runnable(base, address=address)
+    prepared = prepare_data(base.data, num_classes=base.model.num_classes, progress=progress)
+    base_raw = {**sweep.base_raw, "data": {**sweep.base_raw["data"],
+                                           "train": str(prepared.data.train), "val": str(prepared.data.val)}}
+    sweep = LoadedSweep(space, sweep.source, sweep.text, base.model_copy(update={"data": prepared.data}), base_raw)
+    if not resume:
+        parent = _create_parent(uri, sweep)
+        shutil.rmtree(storage, ignore_errors=True)  # a new sweep of this name replaces the old resumable state
+    try:
+        start_ray(address=address, verbose=verbose)
+        results = _fit(sweep, parent, uri, storage, resumed=bool(resume), on_update=on_update)
+        trials = _settle_trials(sweep, parent, results)
+        result = SweepResult(name=space.name, parent_run_id=parent.run_id, metric=space.metric, mode=space.mode,
+                             trials=trials, wall_seconds=0.0, ui_hint=parent.ui_hint())
+        _record_results(parent, result)
+        _promote_best(sweep, result, uri)
+        result.wall_seconds = time.perf_counter() - started
+        parent.log_metrics({"wall_seconds": result.wall_seconds}, step=0)
+    except BaseException as error:
+        parent.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    parent.end("FINISHED")
+    return result
+
+
+def _create_parent(uri: str, sweep: LoadedSweep) -> TrackedRun:
+    space = sweep.space
+    return TrackedRun.create(
+        uri, sweep.base_spec.tracking.experiment, run_name=space.name,
+        params=flatten(space),
+        texts={SPACE_ARTIFACT: sweep.text, BASE_JOB_ARTIFACT: to_yaml(sweep.base_spec)},
+        tags={KIND_TAG: "sweep", SWEEP_TAG: space.name, METRIC_TAG: space.metric, MODE_TAG: space.mode,
+              "resplat.sweep.scheduler": space.scheduler.kind},
+    )
+
+
+def _reopen_parent(uri: str, sweep_ref: str, sweep_name: str, storage: Path) -> TrackedRun:
+    """The unfinished sweep `--resume` names (its name or parent run id), checked before anything starts."""
+    from ray.tune import Tuner
+
+    from resplat.tracking.report import _open_store, find_sweep_run
+
+    found = find_sweep_run(_open_store(uri), sweep_ref, uri)
+    if found.data.tags.get(SWEEP_TAG) != sweep_name:
+        raise InputError(f"--resume {sweep_ref}: that is sweep {found.data.tags.get(SWEEP_TAG)!r}, "
+                         f"but --space is sweep {sweep_name!r}")
+    if found.info.status == "FINISHED":
+        raise InputError(f"--resume {sweep_ref}: that sweep already finished; run it again without --resume")
+    if not Tuner.can_restore(str(storage)):
+        raise InputError(f"--resume {sweep_ref}: no resumable Tune state in {storage}")
+    parent = TrackedRun(uri, found.info.run_id)
+    parent.reopen()
+    return parent
+
+
+def _fit(sweep: LoadedSweep, parent: TrackedRun, uri: str, storage: Path, *, resumed: bool, on_update):
+    from ray import tune
+
+    trainable = tune.with_resources(
+        make_trainable(sweep.base_raw, sweep_name=sweep.space.name, tracking_uri=uri,
+                       experiment=sweep.base_spec.tracking.experiment, parent_run_id=parent.run_id),
+        # The trial only drives a TorchTrainer whose workers reserve the CPUs.
+        {"cpu": 0, "memory": 1},  # a non-empty bundle Tune accepts; the bytes are nominal
+    )
+    callbacks = [TrialProgress(sweep.base_raw, sweep.space.metric, on_update)] if on_update else []
+    if resumed:
+        tuner = tune.Tuner.restore(str(storage), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+        # The run config (callbacks included) is restored from storage; attach this process's display.
+        tuner._local_tuner._run_config.callbacks = callbacks
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=sweep.space.tune_param_space(),
+            tune_config=tune.TuneConfig(
+                metric=sweep.space.metric, mode=sweep.space.mode, num_samples=sweep.space.samples,
+                max_concurrent_trials=sweep.space.max_concurrent, scheduler=_scheduler(sweep),
+            ),
+            run_config=tune.RunConfig(name=sweep.space.name, storage_path=str(storage.parent),
+                                      callbacks=callbacks, verbose=0),
+        )
+    return tuner.fit()
+
+
+def _scheduler(sweep: LoadedSweep):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    options = sweep.space.scheduler
+    if options.kind == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", max_t=sweep.space.max_epochs(sweep.base_spec),
+                         grace_period=options.grace_period, reduction_factor=options.reduction_factor)
+
+
+# ---------------------------------------------------------------- after the trials
+
+
+def _settle_trials(sweep: LoadedSweep, parent: TrackedRun, results) -> list[TrialOutcome]:
+    """Every trial's outcome, best first; children a scheduler stopped are marked stopped_early."""
+    children = {r.data.tags.get(TRIAL_TAG): r for r in _children(parent.client, parent.run_id)}
+    outcomes = [_outcome(sweep, result, children) for result in results]
+    for outcome in outcomes:
+        _close_child(parent.client, outcome, children.get(outcome.trial_id))
+    return rank(outcomes, sweep.space.mode)
+
+
+def _outcome(sweep: LoadedSweep, result, children: dict) -> TrialOutcome:
+    metrics = result.metrics or {}
+    trial_id = metrics.get("trial_id") or Path(result.path).name
+    child = children.get(trial_id)
+    epochs = int(metrics.get("epoch", 0))
+    if result.error is not None:
+        status = "failed"
+    elif child is not None and child.data.tags.get(TRIAL_STATUS_TAG) == "finished":
+        status = "finished"
+    else:
+        planned = validate_trial(sweep.base_raw, result.config, trial_id).schedule.epochs
+        status = "finished" if epochs >= planned else "stopped_early"
+    return TrialOutcome(
+        trial_id=trial_id, run_id=child.info.run_id if child else None, params=dict(result.config),
+        status=status, epochs=epochs, metric=metrics.get(sweep.space.metric),
+        checkpoint_path=metrics.get("checkpoint_path"),
+        error=None if result.error is None else str(result.error).strip().splitlines()[-1:][0][:300],
+    )
+
+
+def _close_child(client, outcome: TrialOutcome, child) -> None:
+    """Trials killed by the scheduler (or a dead actor) never end their own run: end it here."""
+    if child is None or child.info.status != "RUNNING":
+        return
+    client.set_tag(child.info.run_id, TRIAL_STATUS_TAG, outcome.status)
+    client.set_terminated(child.info.run_id, status="FAILED" if outcome.status == "failed" else "KILLED")
+
+
+def rank(trials: list[TrialOutcome], mode: str) -> list[TrialOutcome]:
+    """Best first by the sweep metric; trials without it last."""
+    sign = -1.0 if mode == "max" else 1.0
+    return sorted(trials, key=lambda t: (t.metric is None, sign * (t.metric or 0.0), t.trial_id))
+
+
+def results_csv(result: SweepResult) -> str:
+    params = sorted({key for trial in result.trials for key in trial.params})
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["rank", "trial", *params, "status", "epochs", result.metric, "run_id"])
+    for i, t in enumerate(result.trials, 1):
+        writer.writerow([i, t.trial_id, *(t.params.get(p, "") for p in params), t.status, t.epochs,
+                         "" if t.metric is None else f"{t.metric:.6g}", t.run_id or ""])
+    return out.getvalue()
+
+
+def results_text(result: SweepResult) -> str:
+    lines = [f"sweep {result.name}: {len(result.trials)} trials ranked by {result.metric} ({result.mode})"]
+    for i, t in enumerate(result.trials, 1):
+        params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
+        value = "-" if t.metric is None else f"{t.metric:.4f}"
+        lines.append(f"{i:>3}. {t.trial_id}  {params}  {t.status}  epochs {t.epochs}  {result.metric} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _record_results(parent: TrackedRun, result: SweepResult) -> None:
+    parent.client.log_text(parent.run_id, results_csv(result), RESULTS_CSV)
+    parent.client.log_text(parent.run_id, results_text(result), RESULTS_TXT)
+    counts = {s: sum(t.status == s for t in result.trials) for s in ("finished", "stopped_early", "failed")}
+    parent.set_tags({f"resplat.sweep.{s}": str(n) for s, n in counts.items()})
+
+
+def _promote_best(sweep: LoadedSweep, result: SweepResult, uri: str) -> None:
+    """Log and register the best finished trial's model; move `champion` to it if it is better."""
+    best = next((t for t in result.trials if t.status == "finished" and t.checkpoint_path and t.run_id), None)
+    if best is None:
+        if not any(t.status == "finished" for t in result.trials):
+            raise RunError(f"sweep {result.name}: no trial finished "
+                           f"({', '.join(f'{t.trial_id}: {t.error or t.status}' for t in result.trials)})")
+        return
+    from ray.train import Checkpoint
+
+    from resplat.orchestrate.submit import _final_model, _input_example
+    from resplat.orchestrate.worker import load_state
+
+    result.best = best
+    parent = TrackedRun(uri, result.parent_run_id)
+    parent.set_tags({BEST_TRIAL_TAG: best.trial_id, "resplat.sweep.best_run": best.run_id})
+    spec = validate_trial(sweep.base_raw, best.params, best.trial_id)
+    state = load_state(Checkpoint(best.checkpoint_path))
+    child = TrackedRun(uri, best.run_id)
+    result.model_uri = child.log_model(_final_model(spec, state), _input_example(spec))
+    result.registered_as = sweep.base_spec.tracking.register_as or sweep.space.name
+    result.registered_version = child.register(result.model_uri, result.registered_as)
+    result.previous_champion, result.champion_moved = _maybe_move_champion(
+        child.client, result.registered_as, result.registered_version, result.metric, result.mode, best.metric)
+
+
+def _maybe_move_champion(client, model_name: str, version: str, metric: str, mode: str,
+                         value: float | None) -> tuple[dict, bool]:
+    """Point `champion` at `version` when there is none or `value` beats the champion's metric."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        current = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        current = None
+    previous: dict = {}
+    if current is not None:
+        champion_value = client.get_run(current.run_id).data.metrics.get(metric) if current.run_id else None
+        previous = {"version": current.version, metric: champion_value}
+        if champion_value is not None and (value is None or not _beats(value, champion_value, mode)):
+            return previous, False
+    client.set_registered_model_alias(model_name, CHAMPION, version)
+    return previous, True
+
+
+def _beats(value: float, other: float, mode: str) -> bool:
+    return value > other if mode == "max" else value < other
+
+
+__all__ = ["SweepResult", "TrialOutcome", "TrialView", "make_trainable", "rank", "run_sweep", "tune_dir"]
