@@ -17,6 +17,7 @@ from resplat.cli import data, models
 from resplat.cli.display import DataProgress, TrainingDisplay, console, print_summary
 from resplat.cli.errors import reports_errors, set_debug
 from resplat.cli.report import report_command
+from resplat.cli.tune import tune_command
 
 app = typer.Typer(
     help="resplat: train deep residual networks on Ray with FFCV data and MLflow tracking.",
@@ -27,6 +28,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.command("report")(report_command)
+app.command("tune")(tune_command)
 
 Overrides = Annotated[
     list[str] | None,

@@ -34,18 +34,18 @@ class RayReporter:
 
     def epoch_end(self, report: EpochReport) -> None:
         metrics = {**report.metrics, "epoch": report.epoch, "global_step": report.global_step}
-        # Report (and persist the checkpoint) first: an epoch shown in MLflow can then be resumed from.
-        if report.state is None:
-            ray.train.report(metrics)
-        else:
-            with tempfile.TemporaryDirectory() as directory:
-                torch.save(report.state, Path(directory) / STATE_FILE)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        # Log before reporting: at the report, Tune may stop the trial (ASHA) and end this process.
         if self.rank == 0:
             # Waited for: a fire-and-forget call may be lost when the worker exits after the last epoch.
             ray.get(self.board.post_epoch.remote(report.epoch, report.metrics))
             if self.run is not None:
                 self.run.log_metrics(report.metrics, step=report.epoch)
+        if report.state is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(report.state, Path(directory) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def train_loop_per_worker(config: dict) -> None:
