@@ -26,7 +26,13 @@ from resplat.spec import flatten, to_yaml
 from resplat.sweep import LoadedSweep, validate_trial
 from resplat.tracking import TrackedRun, tracking_uri_for
 from resplat.tracking.report import (
-    KIND_TAG, METRIC_TAG, MODE_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_STATUS_TAG, TRIAL_TAG,
+    KIND_TAG,
+    METRIC_TAG,
+    MODE_TAG,
+    PARENT_TAG,
+    SWEEP_TAG,
+    TRIAL_STATUS_TAG,
+    TRIAL_TAG,
 )
 
 BEST_TRIAL_TAG = "resplat.sweep.best_trial"
