@@ -284,7 +284,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> list[str]:
             problems.append(f"--set {item!r}: expected FIELD.PATH=VALUE, e.g. optim.lr=0.05")
             continue
         parts = key.strip().split(".")
-        unknown = _unknown_field(JobSpec, parts)
+        unknown = unknown_field(JobSpec, parts)
         if unknown:
             problems.append(f"--set {unknown}")
             continue
@@ -301,7 +301,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> list[str]:
     return problems
 
 
-def _unknown_field(model: type[BaseModel], parts: list[str]) -> str | None:
+def unknown_field(model: type[BaseModel], parts: list[str]) -> str | None:
     """Why `parts` does not name a field of `model` (with a suggestion), or None."""
     for i, part in enumerate(parts):
         fields = model.model_fields

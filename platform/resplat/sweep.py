@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from resplat.errors import SpecError
 from resplat.spec import (
     JobSpec,
-    _unknown_field,
+    unknown_field,
     apply_overrides,
     describe_errors,
     expand_variables,
@@ -159,7 +159,7 @@ def _unknown_params(params: Any) -> list[str]:
     """`params.<path>: unknown field; did you mean ...` for each path that is not a job field."""
     if not isinstance(params, dict):
         return []
-    found = (_unknown_field(JobSpec, str(path).split(".")) for path in params)
+    found = (unknown_field(JobSpec, str(path).split(".")) for path in params)
     return [f"params.{problem}" for problem in found if problem]
 
 

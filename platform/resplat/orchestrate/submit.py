@@ -182,7 +182,7 @@ def _train_and_log(spec: JobSpec, run, *, started: float, address, verbose, on_u
             spec, run=run, run_name=f"{spec.name}-{run.run_id[:8]}",
             on_update=on_update or (lambda progress, epochs: None),
         )
-        model_uri = run.log_model(_final_model(spec, outcome.final_state), _input_example(spec))
+        model_uri = run.log_model(final_model(spec, outcome.final_state), input_example(spec))
         run.set_tags({MODEL_URI_TAG: model_uri})
         version = run.register(model_uri, spec.tracking.register_as) if spec.tracking.register_as else None
         wall = time.perf_counter() - started
@@ -204,7 +204,7 @@ def _interrupted() -> bool:
     return isinstance(sys.exc_info()[1], KeyboardInterrupt)
 
 
-def _final_model(spec: JobSpec, state: dict):
+def final_model(spec: JobSpec, state: dict):
     from resplat.models import resnet
 
     model = resnet(**spec.model.model_dump())
@@ -212,7 +212,7 @@ def _final_model(spec: JobSpec, state: dict):
     return model.eval()
 
 
-def _input_example(spec: JobSpec):
+def input_example(spec: JobSpec):
     import numpy as np
 
     return np.zeros((1, 3, spec.data.resolution, spec.data.resolution), dtype=np.float32)

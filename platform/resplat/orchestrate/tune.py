@@ -253,9 +253,9 @@ def _reopen_parent(uri: str, sweep_ref: str, sweep_name: str, storage: Path) -> 
     """The unfinished sweep `--resume` names (its name or parent run id), checked before anything starts."""
     from ray.tune import Tuner
 
-    from resplat.tracking.report import _open_store, find_sweep_run
+    from resplat.tracking.report import open_store, find_sweep_run
 
-    found = find_sweep_run(_open_store(uri), sweep_ref, uri)
+    found = find_sweep_run(open_store(uri), sweep_ref, uri)
     if found.data.tags.get(SWEEP_TAG) != sweep_name:
         raise InputError(f"--resume {sweep_ref}: that is sweep {found.data.tags.get(SWEEP_TAG)!r}, "
                          f"but --space is sweep {sweep_name!r}")
@@ -394,7 +394,7 @@ def _promote_best(sweep: LoadedSweep, result: SweepResult, uri: str) -> None:
         return
     from ray.train import Checkpoint
 
-    from resplat.orchestrate.submit import _final_model, _input_example
+    from resplat.orchestrate.submit import final_model, input_example
     from resplat.orchestrate.worker import load_state
 
     result.best = best
@@ -403,7 +403,7 @@ def _promote_best(sweep: LoadedSweep, result: SweepResult, uri: str) -> None:
     spec = validate_trial(sweep.base_raw, best.params, best.trial_id)
     state = load_state(Checkpoint(best.checkpoint_path))
     child = TrackedRun(uri, best.run_id)
-    result.model_uri = child.log_model(_final_model(spec, state), _input_example(spec))
+    result.model_uri = child.log_model(final_model(spec, state), input_example(spec))
     result.registered_as = sweep.base_spec.tracking.register_as or sweep.space.name
     result.registered_version = child.register(result.model_uri, result.registered_as)
     result.previous_champion, result.champion_moved = _maybe_move_champion(

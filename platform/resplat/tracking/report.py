@@ -107,7 +107,7 @@ class Sweep:
 # ---------------------------------------------------------------- reading the store
 
 
-def _open_store(tracking_uri: str):
+def open_store(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
     location = _local_store_path(tracking_uri)
@@ -232,7 +232,7 @@ def load_sweep(tracking_uri: str, sweep: str) -> Sweep:
     """Read a sweep and its trials (with per-epoch metrics) from the MLflow store."""
     from mlflow.exceptions import MlflowException
 
-    client = _open_store(tracking_uri)
+    client = open_store(tracking_uri)
     try:
         parent = find_sweep_run(client, sweep, tracking_uri)
         record = _sweep_from_parent(client, parent, tracking_uri)
