@@ -196,7 +196,9 @@ max_concurrent: 1
     for child in children:
         epochs = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
         if child.data.tags["resplat.trial.status"] == "stopped_early":
-            assert max(epochs) < 3 and child.info.status != "RUNNING"
+            # Stopping is asynchronous: a trial may log one more epoch before the stop reaches it.
+            assert child.info.status != "RUNNING"
+            assert float(child.data.params["optim.lr"]) < 1e-3, "ASHA stopped a good trial"
         else:
             assert max(epochs) == 3
     assert "stopped_early" in result.stdout

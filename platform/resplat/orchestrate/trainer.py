@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,10 +89,13 @@ def run_training(
     thread.start()
     epochs: list[dict] = []
     restarts = 0
-    while thread.is_alive():
-        thread.join(POLL_S)
-        latest, epochs, restarts = ray.get(board.snapshot.remote())
-        on_update(latest, epochs)
+    with _ctrl_c_as_flag() as interrupted:
+        while thread.is_alive():
+            thread.join(POLL_S)
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+            latest, epochs, restarts = ray.get(board.snapshot.remote())
+            on_update(latest, epochs)
     latest, epochs, restarts = ray.get(board.snapshot.remote())
     on_update(latest, epochs)
     nodes = ray.get(board.worker_nodes.remote())
@@ -114,6 +119,21 @@ def run_training(
         storage_dir=result.path,
         nodes=nodes,
     )
+
+
+@contextlib.contextmanager
+def _ctrl_c_as_flag():
+    """Ctrl-C sets a flag the polling loop acts on: a KeyboardInterrupt raised inside ray.get or
+    MLflow calls can be swallowed there, and then the run would carry on."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _root_cause(error: BaseException) -> str:
