@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from resplat.errors import SpecError
 from resplat.spec import (
     JobSpec,
-    unknown_field,
     apply_overrides,
     describe_errors,
     expand_variables,
     read_yaml,
+    unknown_field,
 )
 
 SPACES_DIR = Path("jobs") / "spaces"

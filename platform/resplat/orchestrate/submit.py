@@ -188,20 +188,17 @@ def _train_and_log(spec: JobSpec, run, *, started: float, address, verbose, on_u
         wall = time.perf_counter() - started
         run.log_metrics({"wall_seconds": wall}, step=outcome.final_state["epoch"])
         run.set_tags({"resplat.worker_group_restarts": str(outcome.restarts)})
+    except KeyboardInterrupt:
+        run.end("KILLED")
+        raise
     except BaseException:
-        run.end("KILLED" if _interrupted() else "FAILED")
+        run.end("FAILED")
         raise
     run.end("FINISHED")
     return JobResult(
         run_id=run.run_id, metrics=outcome.metrics, wall_seconds=wall, ui_hint=run.ui_hint(),
         model_uri=model_uri, registered_version=version, epochs=outcome.epochs, restarts=outcome.restarts,
     )
-
-
-def _interrupted() -> bool:
-    import sys
-
-    return isinstance(sys.exc_info()[1], KeyboardInterrupt)
 
 
 def final_model(spec: JobSpec, state: dict):

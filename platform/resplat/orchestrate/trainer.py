@@ -28,7 +28,6 @@ class TrainOutcome:
     final_state: dict
     epochs: list[dict]
     restarts: int
-    storage_dir: str
     nodes: list[str]  # node id of each worker, by rank
 
 
@@ -64,7 +63,6 @@ def run_training(
     run: TrackedRun | None,
     run_name: str,
     on_update: Callable[[object, list[dict]], None] = lambda progress, epochs: None,
-    resume: dict | None = None,
     callbacks: list | None = None,
 ) -> TrainOutcome:
     """Fit `spec` on the connected Ray cluster; call `on_update` while it trains."""
@@ -74,7 +72,6 @@ def run_training(
         "run_id": run.run_id if run else None,
         "tracking_uri": run.tracking_uri if run else None,
         "board": board,
-        "resume": resume,
     }
     trainer = build_trainer(spec, config=config, run_name=run_name, callbacks=callbacks)
     outcome: dict = {}
@@ -116,7 +113,6 @@ def run_training(
         final_state=load_state(result.checkpoint),
         epochs=epochs,
         restarts=restarts,
-        storage_dir=result.path,
         nodes=nodes,
     )
 

@@ -253,7 +253,7 @@ def _reopen_parent(uri: str, sweep_ref: str, sweep_name: str, storage: Path) -> 
     """The unfinished sweep `--resume` names (its name or parent run id), checked before anything starts."""
     from ray.tune import Tuner
 
-    from resplat.tracking.report import open_store, find_sweep_run
+    from resplat.tracking.report import find_sweep_run, open_store
 
     found = find_sweep_run(open_store(uri), sweep_ref, uri)
     if found.data.tags.get(SWEEP_TAG) != sweep_name:

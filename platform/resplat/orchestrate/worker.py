@@ -55,7 +55,7 @@ def train_loop_per_worker(config: dict) -> None:
     run = TrackedRun(config["tracking_uri"], config["run_id"]) if rank == 0 and config.get("run_id") else None
     ray.get(config["board"].join.remote(rank, ray.get_runtime_context().get_node_id()))
     checkpoint = ray.train.get_checkpoint()
-    resume = load_state(checkpoint) if checkpoint is not None else config.get("resume")
+    resume = load_state(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and rank == 0:
         config["board"].note_restart.remote()
         if run is not None:
