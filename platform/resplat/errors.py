@@ -36,3 +36,9 @@ class DataError(InputError):
 
 class RunError(ResplatError):
     """Training, a sweep or the cluster failed after it was started."""
+
+
+class Interrupted(ResplatError):
+    """The user stopped a run or sweep (Ctrl-C); its state is kept and the message says how to continue."""
+
+    exit_code = 130

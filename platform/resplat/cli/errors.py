@@ -9,7 +9,7 @@ import traceback
 import typer
 from rich.console import Console
 
-from resplat.errors import ResplatError
+from resplat.errors import Interrupted, ResplatError
 
 stderr = Console(stderr=True, highlight=False)
 _debug = {"on": False}
@@ -26,6 +26,9 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except Interrupted as e:
+            stderr.print(f"[yellow]interrupted:[/] {e}", markup=True, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
         except ResplatError as e:
             if _debug["on"]:
                 traceback.print_exc(file=sys.stderr)

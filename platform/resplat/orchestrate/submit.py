@@ -16,7 +16,7 @@ import yaml
 
 from resplat import paths
 from resplat.data import BetonInfo, WriteOptions, cached_beton, read_beton_info
-from resplat.errors import DataError, InputError
+from resplat.errors import DataError, InputError, Interrupted
 from resplat.spec import DataSpec, JobSpec, flatten, to_yaml
 
 RESOLVED_SPEC = "spec/resolved.yaml"
@@ -190,7 +190,8 @@ def _train_and_log(spec: JobSpec, run, *, started: float, address, verbose, on_u
         run.set_tags({"resplat.worker_group_restarts": str(outcome.restarts)})
     except KeyboardInterrupt:
         run.end("KILLED")
-        raise
+        raise Interrupted(f"run {run.run_id} stopped; its checkpoints are kept. "
+                          f"Continue it with: resplat submit JOB.yaml --resume {run.run_id}") from None
     except BaseException:
         run.end("FAILED")
         raise

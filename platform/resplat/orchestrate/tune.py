@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from typing import Any
 from ray.tune import Callback
 
 from resplat import paths
-from resplat.errors import InputError, RunError
+from resplat.errors import InputError, Interrupted, RunError
 from resplat.spec import flatten, to_yaml
 from resplat.sweep import LoadedSweep, validate_trial
 from resplat.tracking import TrackedRun, tracking_uri_for
@@ -223,7 +226,11 @@ def run_sweep(
         shutil.rmtree(storage, ignore_errors=True)  # a new sweep of this name replaces the old resumable state
     try:
         start_ray(address=address, verbose=verbose)
-        results = _fit(sweep, parent, uri, storage, resumed=bool(resume), on_update=on_update)
+        results, interrupted = _fit(sweep, parent, uri, storage, resumed=bool(resume), on_update=on_update)
+        if interrupted:
+            _mark_unfinished_children(parent)
+            raise Interrupted(f"sweep {space.name} stopped; finished trials are kept. "
+                              f"Continue with: resplat tune --space {sweep.source} --resume {space.name}")
         trials = _settle_trials(sweep, parent, results)
         result = SweepResult(name=space.name, parent_run_id=parent.run_id, metric=space.metric, mode=space.mode,
                              trials=trials, wall_seconds=0.0, ui_hint=parent.ui_hint())
@@ -232,7 +239,7 @@ def run_sweep(
         result.wall_seconds = time.perf_counter() - started
         parent.log_metrics({"wall_seconds": result.wall_seconds}, step=0)
     except BaseException as error:
-        parent.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        parent.end("KILLED" if isinstance(error, (KeyboardInterrupt, Interrupted)) else "FAILED")
         raise
     parent.end("FINISHED")
     return result
@@ -294,7 +301,31 @@ def _fit(sweep: LoadedSweep, parent: TrackedRun, uri: str, storage: Path, *, res
             run_config=tune.RunConfig(name=sweep.space.name, storage_path=str(storage.parent),
                                       callbacks=callbacks, verbose=0),
         )
-    return tuner.fit()
+    return _fit_noticing_ctrl_c(tuner)
+
+
+def _fit_noticing_ctrl_c(tuner):
+    """`tuner.fit()`, and whether Ctrl-C cut it short.
+
+    Tune's graceful stop (SIGUSR1: stop the trials, save the sweep's state for a restore) returns
+    from fit() like a finished sweep. So SIGINT is caught here, remembered, and passed on as that
+    stop; a second Ctrl-C stops at once.
+    """
+    interrupted = threading.Event()
+
+    def on_ctrl_c(signum, frame) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        results = tuner.fit()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return results, interrupted.is_set()
 
 
 def _scheduler(sweep: LoadedSweep):
@@ -345,6 +376,14 @@ def _close_child(client, outcome: TrialOutcome, child) -> None:
         return
     client.set_tag(child.info.run_id, TRIAL_STATUS_TAG, outcome.status)
     client.set_terminated(child.info.run_id, status="FAILED" if outcome.status == "failed" else "KILLED")
+
+
+def _mark_unfinished_children(parent: TrackedRun) -> None:
+    """Trials cut off by an interruption: KILLED until `--resume` reopens them."""
+    for child in _children(parent.client, parent.run_id):
+        if child.info.status == "RUNNING":
+            parent.client.set_tag(child.info.run_id, TRIAL_STATUS_TAG, "interrupted")
+            parent.client.set_terminated(child.info.run_id, status="KILLED")
 
 
 def rank(trials: list[TrialOutcome], mode: str) -> list[TrialOutcome]:
