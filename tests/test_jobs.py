@@ -12,13 +12,15 @@ from resplat.spec import load_job
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_resnet152_dry_run_plans_a_gpu_cluster(monkeypatch, tmp_path):
-    for split in ("train", "val"):
-        (tmp_path / split / "n01440764").mkdir(parents=True)
+def test_resnet152_dry_run_plans_a_gpu_cluster(monkeypatch, tmp_path, cifar_subset):
+    (tmp_path / "train").symlink_to(cifar_subset / "train")  # 400 real images in 10 class folders
+    (tmp_path / "val").symlink_to(cifar_subset / "test")
     monkeypatch.setenv("IMAGENET_DIR", str(tmp_path))
     plan = service.plan(load_job(ROOT / "jobs" / "resnet152.yaml"))
     assert plan["workers"] == "16 x (8 CPU, 1 GPU), placement SPREAD"
     assert plan["batch"] == "16 per worker, 256 global"
+    # 400 images over 16 workers: 25 each, one full batch of 16; 120 epochs.
+    assert plan["steps"] == "1 per epoch (400 train images), 120 in all"
     assert plan["model"] == "imagenet ResNet-152, shortcut B, 1000 classes"
     assert "GiB per worker GPU" in plan["memory"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from resplat.spec import ScheduleSpec
-from resplat.train.schedule import lr_factor, plan_steps
+from resplat.train.schedule import Plateau, lr_factor, plan_steps
 
 
 def factors(schedule: ScheduleSpec, steps_per_epoch: int, at: list[int]) -> list[float]:
@@ -43,3 +43,19 @@ def test_cosine_falls_to_zero_and_onecycle_peaks_then_falls():
     assert factors(cosine, 10, [0, 50, 100]) == pytest.approx([1, 0.5, 0])
     onecycle = ScheduleSpec(kind="onecycle", epochs=4, peak_at=0.25, warmup_start=0.1)
     assert factors(onecycle, 10, [0, 10, 25, 40]) == pytest.approx([0.1, 1, 0.5, 0])
+
+
+def test_plateau_divides_after_patience_epochs_without_improvement():
+    plateau = Plateau.of(ScheduleSpec(kind="plateau", patience=2, min_delta=0.01))
+    top1 = [0.30, 0.40, 0.405, 0.41, 0.50, 0.50, 0.49]  # +0.005 and +0.01 count as no improvement
+    reduced = [plateau.update({"val_top1": value}) for value in top1]
+    assert reduced == [False, False, False, True, False, False, True]
+    assert plateau.factor == pytest.approx(0.01)
+
+
+def test_plateau_on_val_loss_wants_it_to_fall_and_survives_a_checkpoint():
+    plateau = Plateau.of(ScheduleSpec(kind="plateau", monitor="val_loss", patience=1, min_delta=0))
+    assert [plateau.update({"val_loss": v}) for v in (2.0, 1.5, 1.6)] == [False, False, True]
+    restored = Plateau.of(ScheduleSpec(kind="plateau", monitor="val_loss", patience=1))
+    restored.load_state_dict(plateau.state_dict())
+    assert restored == plateau and restored.factor == pytest.approx(0.1)

@@ -72,7 +72,7 @@ def test_every_problem_is_reported_at_once(tmp_path, data_dirs):
     text = minimal(data_dirs, "optim: {lr: -0.1, momentum: 2}\nschedule: {kind: linear}\n")
     found = problems(write(tmp_path, text))
     assert {p.split(":")[0] for p in found} == {"optim.lr", "optim.momentum", "schedule.kind"}
-    assert any("'constant', 'step', 'cosine' or 'onecycle'" in p for p in found)
+    assert any("'constant', 'step', 'plateau', 'cosine' or 'onecycle'" in p for p in found)
 
 
 def test_unknown_depth_lists_allowed_depths(tmp_path, data_dirs):
@@ -151,3 +151,4 @@ def test_cli_dry_run_prints_the_plan(tmp_path, data_dirs):
     result = run_cli("submit", str(write(tmp_path, minimal(data_dirs))), "--dry-run", "--set", "scaling.num_workers=2")
     assert result.returncode == 0, result.stderr
     assert "128 per worker, 256 global" in result.stdout
+    assert "steps  unknown:" in result.stdout and "no image" in result.stdout  # empty class folders

@@ -65,3 +65,21 @@ def test_resuming_from_a_checkpoint_continues_where_it_stopped(beton_spec):
     train(spec, resumed, resume=state)
     assert [r.epoch for r in resumed.epochs] == [2, 3]
     assert resumed.epochs[-1].global_step == first.epochs[-1].global_step
+
+
+def test_plateau_schedule_divides_the_lr_from_the_next_epoch_and_resumes_with_it(beton_spec):
+    # min_delta 10 in loss: no epoch counts as an improvement, so with patience 1 every epoch after
+    # the first divides the lr by 10, effective from the first step of the next epoch.
+    schedule = {"kind": "plateau", "epochs": 3, "monitor": "val_loss", "patience": 1, "min_delta": 10}
+    spec = beton_spec.model_copy(update={"schedule": beton_spec.schedule.model_copy(update=schedule)})
+    reporter = PrintReporter()
+    train(spec, reporter)
+    lrs = [r.metrics["lr"] for r in reporter.epochs]
+    assert lrs == pytest.approx([0.05, 0.05, 0.005])
+    assert reporter.epochs[-1].state["plateau"]["reductions"] == 2
+
+    after_two = PrintReporter()
+    train(spec.model_copy(update={"schedule": spec.schedule.model_copy(update={"epochs": 2})}), after_two)
+    resumed = PrintReporter()
+    train(spec, resumed, resume=after_two.epochs[-1].state)
+    assert [r.metrics["lr"] for r in resumed.epochs] == pytest.approx([0.005])

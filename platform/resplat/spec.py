@@ -115,14 +115,20 @@ class OptimSpec(Section):
 class ScheduleSpec(Section):
     """How long to train and how the learning rate moves."""
 
-    kind: Literal["constant", "step", "cosine", "onecycle"] = Field(
-        "step", description="step: x gamma at milestones; cosine: to 0; onecycle: linear up then down."
+    kind: Literal["constant", "step", "plateau", "cosine", "onecycle"] = Field(
+        "step", description="step: x gamma at milestones; plateau: x gamma when `monitor` stops improving "
+        "(the paper's ImageNet rule); cosine: to 0; onecycle: linear up then down."
     )
     epochs: int = Field(10, gt=0, description="Passes over the training set.")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many steps (smoke runs).")
     unit: Literal["epochs", "steps"] = Field("epochs", description="Unit of milestones and warmup.")
     milestones: list[int] = Field(default_factory=list, description="step: where lr is multiplied by gamma.")
-    gamma: float = Field(0.1, gt=0, le=1, description="step: the factor at each milestone.")
+    gamma: float = Field(0.1, gt=0, le=1, description="step, plateau: the factor at each reduction.")
+    monitor: Literal["val_top1", "val_loss"] = Field(
+        "val_top1", description="plateau: the validation metric watched (top-1 should rise, loss fall)."
+    )
+    patience: int = Field(5, ge=1, description="plateau: epochs without improvement before lr x gamma.")
+    min_delta: float = Field(1e-3, ge=0, description="plateau: the smallest change that counts as improvement.")
     warmup: float = Field(0, ge=0, description="Length of the linear warmup, in `unit`.")
     warmup_start: float = Field(0.1, gt=0, le=1, description="lr factor at the start of warmup.")
     warmup_shape: Literal["linear", "constant"] = Field(
@@ -378,7 +384,8 @@ def parse(model: type[BaseModel], raw: dict, source: str, overrides: list[str] =
     try:
         spec = model.model_validate(raw)
     except ValidationError as e:
-        problems += describe_errors(e, model)
+        unset = {problem.split(":")[0] for problem in var_problems}  # say it once: the variable
+        problems += [p for p in describe_errors(e, model) if p.split(":")[0] not in unset]
     if problems:
         raise SpecError(source, problems)
     return spec

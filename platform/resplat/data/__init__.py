@@ -8,6 +8,7 @@ from resplat.data.beton import (
     BetonInfo,
     WriteOptions,
     cached_beton,
+    count_images,
     list_image_folder,
     read_beton_info,
     sidecar_path,
@@ -20,6 +21,7 @@ from resplat.data.loaders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     build_loader,
+    train_batches_per_epoch,
     validation_shard,
 )
 
@@ -33,10 +35,12 @@ __all__ = [
     "WriteOptions",
     "build_loader",
     "cached_beton",
+    "count_images",
     "ensure_cifar10",
     "list_image_folder",
     "read_beton_info",
     "sidecar_path",
+    "train_batches_per_epoch",
     "validation_shard",
     "write_beton",
 ]

@@ -265,6 +265,14 @@ def read_beton_info(path: Path) -> BetonInfo:
     return info
 
 
+def count_images(source: Path) -> int:
+    """Images in a data source: a .beton (from its sidecar) or an image folder (listed)."""
+    source = Path(source)
+    if source.suffix == ".beton":
+        return read_beton_info(source).num_images
+    return len(list_image_folder(source)[0])
+
+
 def _cache_name(src: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", src.resolve().name) or "images"
 

@@ -58,6 +58,12 @@ def _distributed_rank_and_world() -> tuple[int, int] | None:
     return None
 
 
+def train_batches_per_epoch(num_images: int, num_workers: int, batch_size: int) -> int:
+    """Batches each worker's train loader yields per epoch: ceil(N / world) samples (the
+    distributed order pads), full batches only (train loaders drop the last partial batch)."""
+    return -(-num_images // num_workers) // batch_size
+
+
 def validation_shard(num_samples: int, rank: int, world_size: int) -> np.ndarray:
     """Sample indices rank ``rank`` reads in distributed sequential order.
 

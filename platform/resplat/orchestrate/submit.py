@@ -15,9 +15,17 @@ from pathlib import Path
 import yaml
 
 from resplat import paths
-from resplat.data import BetonInfo, WriteOptions, cached_beton, read_beton_info
+from resplat.data import (
+    BetonInfo,
+    WriteOptions,
+    cached_beton,
+    count_images,
+    read_beton_info,
+    train_batches_per_epoch,
+)
 from resplat.errors import DataError, InputError, Interrupted
 from resplat.spec import DataSpec, JobSpec, flatten, to_yaml
+from resplat.train.schedule import plan_steps
 
 RESOLVED_SPEC = "spec/resolved.yaml"
 MODEL_URI_TAG = "resplat.model_uri"
@@ -92,11 +100,25 @@ def plan(spec: JobSpec) -> dict[str, str]:
         "lr": f"{spec.effective_lr:g} ({spec.schedule.kind} schedule)",
         "length": f"{spec.schedule.epochs} epochs" + (f", at most {spec.schedule.max_steps} steps"
                                                       if spec.schedule.max_steps else ""),
+        "steps": _steps(spec),
         "data": f"train {spec.data.train}, val {spec.data.val} ({spec.data.pipeline} pipeline, "
         f"{spec.data.resolution} px)",
         "memory": f"~{_memory_gib(spec):.1f} GiB per worker {'GPU' if s.use_gpu else 'process'} "
         f"(estimate: weights, gradients, momentum, activations at {s.precision})",
     }
+
+
+def _steps(spec: JobSpec) -> str:
+    try:
+        images = count_images(spec.data.train)
+    except DataError as error:  # the plan still shows the rest; a submit would stop on this
+        return f"unknown: {error}"
+    per_epoch = train_batches_per_epoch(images, spec.scaling.num_workers, spec.optim.batch_size)
+    if per_epoch == 0:
+        return (f"none: {images:,} train images give each of {spec.scaling.num_workers} workers "
+                f"less than one batch of {spec.optim.batch_size}")
+    total = plan_steps(spec.schedule, per_epoch).total_steps
+    return f"{per_epoch:,} per epoch ({images:,} train images), {total:,} in all"
 
 
 def _memory_gib(spec: JobSpec) -> float:

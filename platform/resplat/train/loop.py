@@ -20,7 +20,7 @@ from torch import nn
 from resplat.data import build_loader
 from resplat.models import resnet
 from resplat.train.reporting import EpochReport, Progress, Reporter
-from resplat.train.schedule import lr_factor, plan_steps
+from resplat.train.schedule import Plateau, lr_factor, plan_steps
 
 PROGRESS_EVERY_S = 0.5
 
@@ -155,7 +155,12 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
     plan = plan_steps(spec.schedule, steps_per_epoch)
     epochs = -(-plan.total_steps // steps_per_epoch)
     optimizer = create_optimizer(spec.optim, model, spec.effective_lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(plan, step))
+    plateau = Plateau.of(spec.schedule)  # moves the lr only for schedule.kind plateau
+
+    def lr_at(step: int) -> float:
+        return lr_factor(plan, step) * plateau.factor
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     scaler = torch.amp.GradScaler(device.type, enabled=spec.scaling.precision == "fp16")
     criterion = nn.CrossEntropyLoss(label_smoothing=spec.optim.label_smoothing)
 
@@ -165,6 +170,7 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
+        plateau.load_state_dict(resume.get("plateau", {}))
         start_epoch, step = resume["epoch"], resume["global_step"]
         restore_rng(resume["rng"])
         train_loader.next_epoch = start_epoch
@@ -214,6 +220,9 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
             "lr": optimizer.param_groups[0]["lr"],
             **evaluate(bare_model, val_loader, spec.scaling, device),  # no DDP: shards may differ by one
         }
+        if spec.schedule.kind == "plateau" and plateau.update(metrics):
+            for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+                group["lr"] = base_lr * lr_at(step)  # from the next step on, not one step late
         final = epoch + 1 == epochs
         due = final or (epoch + 1) % spec.checkpoint.every_epochs == 0
         state = None
@@ -223,6 +232,7 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
+                "plateau": plateau.state_dict(),
                 "epoch": epoch + 1,
                 "global_step": step,
                 "rng": capture_rng(),

@@ -1,9 +1,9 @@
-"""Learning-rate schedules as one pure function of the step."""
+"""Learning-rate schedules: a pure function of the step, and the plateau rule's epoch-end state."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
@@ -55,3 +55,50 @@ def lr_factor(plan: StepPlan, step: int) -> float:
         span = max(1, plan.total_steps - plan.warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - plan.warmup_steps) / span)))
     return 1.0
+
+
+@dataclass
+class Plateau:
+    """The paper's ImageNet rule: lr x gamma after `patience` epochs without `monitor` improving.
+
+    Fed one validation value per epoch (the same on every worker: metrics are reduced over all
+    of them); `factor` multiplies the step schedule. Saved and restored with the checkpoint.
+    """
+
+    monitor: str
+    gamma: float
+    patience: int
+    min_delta: float
+    best: float | None = None
+    epochs_without_improvement: int = 0
+    reductions: int = 0
+
+    @classmethod
+    def of(cls, schedule) -> Plateau:
+        return cls(schedule.monitor, schedule.gamma, schedule.patience, schedule.min_delta)
+
+    @property
+    def factor(self) -> float:
+        return self.gamma ** self.reductions
+
+    def update(self, metrics: dict[str, float]) -> bool:
+        """Record an epoch's metrics; True when this epoch reduces the lr."""
+        value = metrics[self.monitor]
+        if self.monitor == "val_loss":
+            value = -value  # higher is better from here on
+        if self.best is None or value > self.best + self.min_delta:
+            self.best, self.epochs_without_improvement = value, 0
+            return False
+        self.epochs_without_improvement += 1
+        if self.epochs_without_improvement < self.patience:
+            return False
+        self.reductions += 1
+        self.epochs_without_improvement = 0
+        return True
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
