@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -133,12 +134,24 @@ def ui(
 ) -> None:
     """Open the MLflow UI on the runs and registered models."""
     uri = tracking_uri or paths.default_tracking_uri()
+    _check_port_free(host, port)
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
     console.print(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C to stop)")
     command = [mlflow, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if uri.startswith("sqlite:"):
         command += ["--default-artifact-root", paths.artifacts_dir().as_uri()]
     raise typer.Exit(subprocess.call(command))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    from resplat.errors import InputError
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise InputError(f"--host {host} --port {port}: cannot serve there ({error.strerror}); "
+                              "choose another with --port") from None
 
 
 def run() -> None:

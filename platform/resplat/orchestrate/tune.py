@@ -109,14 +109,16 @@ def make_trainable(base_raw: dict, *, sweep_name: str, tracking_uri: str, experi
         spec = validate_trial(base_raw, config, f"trial {trial_id}")
         child = _child_run(tracking_uri, experiment, parent_run_id, trial_id, spec)
         try:
-            run_training(spec, run=child, run_name=f"{sweep_name}-{parent_run_id[:8]}-{trial_id}",
-                         callbacks=[TuneReportCallback()])
+            outcome = run_training(spec, run=child, run_name=f"{sweep_name}-{parent_run_id[:8]}-{trial_id}",
+                                   callbacks=[TuneReportCallback()])
         except BaseException:
             child.set_tags({TRIAL_STATUS_TAG: "failed"})
             child.end("FAILED")
             raise
-        child.set_tags({TRIAL_STATUS_TAG: "finished"})
-        child.end("FINISHED")
+        # A trial the scheduler stops may end here normally, after its last report.
+        finished = bool(outcome.metrics.get("final"))
+        child.set_tags({TRIAL_STATUS_TAG: "finished" if finished else "stopped_early"})
+        child.end("FINISHED" if finished else "KILLED")
 
     return trial
 
@@ -311,6 +313,8 @@ def _fit_noticing_ctrl_c(tuner):
     from fit() like a finished sweep. So SIGINT is caught here, remembered, and passed on as that
     stop; a second Ctrl-C stops at once.
     """
+    if threading.current_thread() is not threading.main_thread():
+        return tuner.fit(), False  # signals reach only the main thread: Tune's defaults apply
     interrupted = threading.Event()
 
     def on_ctrl_c(signum, frame) -> None:
@@ -371,11 +375,13 @@ def _outcome(sweep: LoadedSweep, result, children: dict) -> TrialOutcome:
 
 
 def _close_child(client, outcome: TrialOutcome, child) -> None:
-    """Trials killed by the scheduler (or a dead actor) never end their own run: end it here."""
+    """Trials killed by the scheduler (ASHA stops even a trial at its last epoch) or a dead actor
+    never end their own run: end it here."""
     if child is None or child.info.status != "RUNNING":
         return
     client.set_tag(child.info.run_id, TRIAL_STATUS_TAG, outcome.status)
-    client.set_terminated(child.info.run_id, status="FAILED" if outcome.status == "failed" else "KILLED")
+    status = {"finished": "FINISHED", "failed": "FAILED"}.get(outcome.status, "KILLED")
+    client.set_terminated(child.info.run_id, status=status)
 
 
 def _mark_unfinished_children(parent: TrackedRun) -> None:

@@ -33,7 +33,8 @@ class RayReporter:
         self.board.post.remote(update)
 
     def epoch_end(self, report: EpochReport) -> None:
-        metrics = {**report.metrics, "epoch": report.epoch, "global_step": report.global_step}
+        metrics = {**report.metrics, "epoch": report.epoch, "global_step": report.global_step,
+                   "final": report.final}
         # Log before reporting: at the report, Tune may stop the trial (ASHA) and end this process.
         if self.rank == 0:
             # Waited for: a fire-and-forget call may be lost when the worker exits after the last epoch.
