@@ -55,6 +55,7 @@ class TrialView:
     status: str = "pending"
     epoch: int = 0
     metric: float | None = None
+    final: bool = False  # the last result was the trial's last epoch
 
 
 @dataclass
@@ -108,14 +109,11 @@ def make_trainable(base_raw: dict, *, sweep_name: str, tracking_uri: str, experi
         trial_id = tune.get_context().get_trial_id()
         spec = validate_trial(base_raw, config, f"trial {trial_id}")
         child = _child_run(tracking_uri, experiment, parent_run_id, trial_id, spec)
-        try:
-            outcome = run_training(spec, run=child, run_name=f"{sweep_name}-{parent_run_id[:8]}-{trial_id}",
-                                   callbacks=[TuneReportCallback()])
-        except BaseException:
-            child.set_tags({TRIAL_STATUS_TAG: "failed"})
-            child.end("FAILED")
-            raise
-        # A trial the scheduler stops may end here normally, after its last report.
+        # A failure (or a stop by the scheduler, which can surface here as one) leaves the run to the
+        # driver: it settles every child from Tune's view of the trial once the sweep ends.
+        outcome = run_training(spec, run=child, run_name=f"{sweep_name}-{parent_run_id[:8]}-{trial_id}",
+                               callbacks=[TuneReportCallback()])
+        # A trial the scheduler stops may also end here normally, after its last report.
         finished = bool(outcome.metrics.get("final"))
         child.set_tags({TRIAL_STATUS_TAG: "finished" if finished else "stopped_early"})
         child.end("FINISHED" if finished else "KILLED")
@@ -154,15 +152,14 @@ def _find_child(client, parent_run_id: str, trial_id: str):
 class TrialProgress(Callback):
     """Keeps one TrialView per trial from Tune's driver-side events and hands them to `on_update`."""
 
-    def __init__(self, base_raw: dict, metric: str, on_update: SweepUpdate):
-        self.base_raw = base_raw
+    def __init__(self, metric: str, on_update: SweepUpdate):
         self.metric = metric
         self.on_update = on_update
         self.views: dict[str, TrialView] = {}
 
     def __getstate__(self) -> dict:
         # Tune pickles its run config into the sweep's storage; a live display cannot be pickled.
-        return {"base_raw": self.base_raw, "metric": self.metric, "on_update": None, "views": {}}
+        return {"metric": self.metric, "on_update": None, "views": {}}
 
     def _view(self, trial) -> TrialView:
         if trial.trial_id not in self.views:
@@ -183,12 +180,12 @@ class TrialProgress(Callback):
         view = self._view(trial)
         view.epoch = int(result.get("epoch", view.epoch))
         view.metric = result.get(self.metric, view.metric)
+        view.final = bool(result.get("final"))
         self._publish()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         view = self._view(trial)
-        planned = validate_trial(self.base_raw, trial.config, trial.trial_id).schedule.epochs
-        view.status = "finished" if view.epoch >= planned else "stopped early"
+        view.status = "finished" if view.final else "stopped early"
         self._publish()
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -286,7 +283,7 @@ def _fit(sweep: LoadedSweep, parent: TrackedRun, uri: str, storage: Path, *, res
         # The trial only drives a TorchTrainer whose workers reserve the CPUs.
         {"cpu": 0, "memory": 1},  # a non-empty bundle Tune accepts; the bytes are nominal
     )
-    callbacks = [TrialProgress(sweep.base_raw, sweep.space.metric, on_update)] if on_update else []
+    callbacks = [TrialProgress(sweep.space.metric, on_update)] if on_update else []
     if resumed:
         tuner = tune.Tuner.restore(str(storage), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
@@ -350,38 +347,38 @@ def _settle_trials(sweep: LoadedSweep, parent: TrackedRun, results) -> list[Tria
     children = {r.data.tags.get(TRIAL_TAG): r for r in _children(parent.client, parent.run_id)}
     outcomes = [_outcome(sweep, result, children) for result in results]
     for outcome in outcomes:
-        _close_child(parent.client, outcome, children.get(outcome.trial_id))
+        _settle_child(parent.client, outcome, children.get(outcome.trial_id))
     return rank(outcomes, sweep.space.mode)
 
 
 def _outcome(sweep: LoadedSweep, result, children: dict) -> TrialOutcome:
+    """A trial as Tune saw it: failed (an error), finished (its last report was its last epoch), or
+    stopped early by the scheduler."""
     metrics = result.metrics or {}
     trial_id = metrics.get("trial_id") or Path(result.path).name
     child = children.get(trial_id)
-    epochs = int(metrics.get("epoch", 0))
     if result.error is not None:
         status = "failed"
-    elif child is not None and child.data.tags.get(TRIAL_STATUS_TAG) == "finished":
-        status = "finished"
     else:
-        planned = validate_trial(sweep.base_raw, result.config, trial_id).schedule.epochs
-        status = "finished" if epochs >= planned else "stopped_early"
+        status = "finished" if metrics.get("final") else "stopped_early"
     return TrialOutcome(
         trial_id=trial_id, run_id=child.info.run_id if child else None, params=dict(result.config),
-        status=status, epochs=epochs, metric=metrics.get(sweep.space.metric),
+        status=status, epochs=int(metrics.get("epoch", 0)), metric=metrics.get(sweep.space.metric),
         checkpoint_path=metrics.get("checkpoint_path"),
         error=None if result.error is None else str(result.error).strip().splitlines()[-1:][0][:300],
     )
 
 
-def _close_child(client, outcome: TrialOutcome, child) -> None:
-    """Trials killed by the scheduler (ASHA stops even a trial at its last epoch) or a dead actor
-    never end their own run: end it here."""
-    if child is None or child.info.status != "RUNNING":
+def _settle_child(client, outcome: TrialOutcome, child) -> None:
+    """Make the child run say what Tune saw. Trials the scheduler kills (ASHA stops even a trial at
+    its last epoch) or that fail never end their own run, or end it with the wrong status."""
+    if child is None:
         return
-    client.set_tag(child.info.run_id, TRIAL_STATUS_TAG, outcome.status)
     status = {"finished": "FINISHED", "failed": "FAILED"}.get(outcome.status, "KILLED")
-    client.set_terminated(child.info.run_id, status=status)
+    if child.data.tags.get(TRIAL_STATUS_TAG) != outcome.status:
+        client.set_tag(child.info.run_id, TRIAL_STATUS_TAG, outcome.status)
+    if child.info.status != status:
+        client.set_terminated(child.info.run_id, status=status)
 
 
 def _mark_unfinished_children(parent: TrackedRun) -> None:
