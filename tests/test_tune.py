@@ -192,12 +192,13 @@ def wait_for_trial_epoch(home: Path, trials: int, process: subprocess.Popen, tim
     raise AssertionError(f"trial {trials} logged no epoch within {timeout} s")
 
 
-def test_an_interrupted_sweep_resumes_without_repeating_finished_trials(cifar_subset, tmp_path):
+def test_an_interrupted_sweep_resumes_without_repeating_finished_trials(cifar_medium, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     client = client_for(home)
     client.search_experiments()  # the store exists before the sweep: polling never races its migration
-    job = tiny_job(tmp_path, cifar_subset, epochs=3, register_as="resume-model")
+    # Epochs of a few seconds: trial 2 is still training when the interrupt arrives after its epoch 1.
+    job = tiny_job(tmp_path, cifar_medium, epochs=3, register_as="resume-model")
     space = write_space(tmp_path, f"""
 name: tiny-resume
 base_job: {job}
