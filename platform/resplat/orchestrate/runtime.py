@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import warnings
+from collections.abc import Callable, Iterator
 
 from resplat import paths
 from resplat.errors import InputError, RunError
@@ -75,3 +79,27 @@ def start_ray(*, address: str | None, verbose: bool = False) -> None:
     except ConnectionError as e:
         raise RunError(f"cannot reach the Ray cluster at {target}: {e}") from e
     _quiet_ray_logging(verbose)  # ray.init may have added console handlers
+
+
+@contextlib.contextmanager
+def ctrl_c_as_flag(on_first: Callable[[], None] = lambda: None) -> Iterator[threading.Event]:
+    """While inside: the first Ctrl-C sets the yielded flag (and calls `on_first`); a second one
+    raises KeyboardInterrupt. Drivers poll the flag: a KeyboardInterrupt raised inside ray.get or
+    MLflow calls can be swallowed there, and the run would carry on. Signals reach only the main
+    thread; elsewhere the flag is never set."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_ctrl_c(signum, frame) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        on_first()
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ from ray.train.torch import TorchTrainer
 from resplat import paths
 from resplat.errors import RunError
 from resplat.orchestrate.progress_board import ProgressBoard
+from resplat.orchestrate.runtime import ctrl_c_as_flag
 from resplat.orchestrate.worker import load_state, train_loop_per_worker
 from resplat.spec import JobSpec
 from resplat.tracking import TrackedRun
@@ -86,7 +85,7 @@ def run_training(
     thread.start()
     epochs: list[dict] = []
     restarts = 0
-    with _ctrl_c_as_flag() as interrupted:
+    with ctrl_c_as_flag() as interrupted:
         while thread.is_alive():
             thread.join(POLL_S)
             if interrupted.is_set():
@@ -115,21 +114,6 @@ def run_training(
         restarts=restarts,
         nodes=nodes,
     )
-
-
-@contextlib.contextmanager
-def _ctrl_c_as_flag():
-    """Ctrl-C sets a flag the polling loop acts on: a KeyboardInterrupt raised inside ray.get or
-    MLflow calls can be swallowed there, and then the run would carry on."""
-    interrupted = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield interrupted
-        return
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-    try:
-        yield interrupted
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _root_cause(error: BaseException) -> str:

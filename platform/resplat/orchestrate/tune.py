@@ -14,7 +14,6 @@ import io
 import os
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -234,7 +233,7 @@ def run_sweep(
         result = SweepResult(name=space.name, parent_run_id=parent.run_id, metric=space.metric, mode=space.mode,
                              trials=trials, wall_seconds=0.0, ui_hint=parent.ui_hint())
         _record_results(parent, result)
-        _promote_best(sweep, result, uri)
+        _promote_best(sweep, result, parent)
         result.wall_seconds = time.perf_counter() - started
         parent.log_metrics({"wall_seconds": result.wall_seconds}, step=0)
     except BaseException as error:
@@ -307,25 +306,14 @@ def _fit_noticing_ctrl_c(tuner):
     """`tuner.fit()`, and whether Ctrl-C cut it short.
 
     Tune's graceful stop (SIGUSR1: stop the trials, save the sweep's state for a restore) returns
-    from fit() like a finished sweep. So SIGINT is caught here, remembered, and passed on as that
+    from fit() like a finished sweep. So Ctrl-C is caught here, remembered, and passed on as that
     stop; a second Ctrl-C stops at once.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return tuner.fit(), False  # signals reach only the main thread: Tune's defaults apply
-    interrupted = threading.Event()
-
-    def on_ctrl_c(signum, frame) -> None:
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        interrupted.set()
-        os.kill(os.getpid(), signal.SIGUSR1)
+    from resplat.orchestrate.runtime import ctrl_c_as_flag
 
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    previous = signal.signal(signal.SIGINT, on_ctrl_c)
-    try:
+    with ctrl_c_as_flag(on_first=lambda: os.kill(os.getpid(), signal.SIGUSR1)) as interrupted:
         results = tuner.fit()
-    finally:
-        signal.signal(signal.SIGINT, previous)
     return results, interrupted.is_set()
 
 
@@ -426,7 +414,7 @@ def _record_results(parent: TrackedRun, result: SweepResult) -> None:
     parent.set_tags({f"resplat.sweep.{s}": str(n) for s, n in counts.items()})
 
 
-def _promote_best(sweep: LoadedSweep, result: SweepResult, uri: str) -> None:
+def _promote_best(sweep: LoadedSweep, result: SweepResult, parent: TrackedRun) -> None:
     """Log and register the best finished trial's model; move `champion` to it if it is better."""
     best = next((t for t in result.trials if t.status == "finished" and t.checkpoint_path and t.run_id), None)
     if best is None:
@@ -440,11 +428,10 @@ def _promote_best(sweep: LoadedSweep, result: SweepResult, uri: str) -> None:
     from resplat.orchestrate.worker import load_state
 
     result.best = best
-    parent = TrackedRun(uri, result.parent_run_id)
     parent.set_tags({BEST_TRIAL_TAG: best.trial_id, "resplat.sweep.best_run": best.run_id})
     spec = validate_trial(sweep.base_raw, best.params, best.trial_id)
     state = load_state(Checkpoint(best.checkpoint_path))
-    child = TrackedRun(uri, best.run_id)
+    child = TrackedRun(parent.tracking_uri, best.run_id)
     result.model_uri = child.log_model(final_model(spec, state), input_example(spec))
     result.registered_as = sweep.base_spec.tracking.register_as or sweep.space.name
     result.registered_version = child.register(result.model_uri, result.registered_as)
