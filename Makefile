@@ -7,20 +7,28 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.resplat-installed
 APT_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev
+# Servers and a browser the tests start themselves (PostgreSQL, Prometheus, headless Chromium).
+TEST_APT_PACKAGES := postgresql prometheus chromium chromium-driver
 JOB ?= jobs/cifar10-resnet20.yaml
 
-.PHONY: setup system-deps data run test bench clean
+.PHONY: setup system-deps test-deps data run test bench clean
 
 setup: $(INSTALLED)
 
 system-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_PACKAGES)" WHY="FFCV compiles against them"
+
+test-deps:
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(TEST_APT_PACKAGES)" WHY="the tests start them"
+
+apt-install:
+	@missing=$$(for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian packages FFCV compiles against: $$missing"; \
+	    echo "installing Debian packages ($(WHY)): $$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "resplat needs the Debian packages: $$missing (FFCV compiles against them)."; \
+	    echo "resplat needs the Debian packages: $$missing ($(WHY))."; \
 	    echo "Install them with: sudo apt-get install $$missing   then run make again."; exit 1; \
 	  fi; \
 	fi
@@ -38,7 +46,7 @@ data: setup
 run: data
 	$(BIN)/resplat submit $(JOB)
 
-test: setup
+test: setup test-deps
 	$(BIN)/python -m pytest
 
 bench: data

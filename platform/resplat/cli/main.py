@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from resplat import paths
-from resplat.cli import data, models
+from resplat.cli import cluster, data, jobs, models
 from resplat.cli.display import DataProgress, TrainingDisplay, console, print_summary
 from resplat.cli.errors import reports_errors, set_debug
 from resplat.cli.report import report_command
@@ -26,7 +26,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(cluster.app, name="cluster")
 app.add_typer(data.app, name="data")
+app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
 app.command("report")(report_command)
 app.command("tune")(tune_command)
