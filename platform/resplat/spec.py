@@ -9,16 +9,30 @@ SpecError that names the file, the field path and what is allowed.
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from resplat import paths
 from resplat.errors import SpecError
 from resplat.models import check_architecture
+
+
+# Validation context key: the data paths are checked on the cluster the job runs on, not here.
+PATHS_ELSEWHERE = "paths_elsewhere"
 
 
 class Section(BaseModel):
@@ -85,7 +99,9 @@ class DataSpec(Section):
 
     @field_validator("train", "val")
     @classmethod
-    def _source_exists(cls, path: Path) -> Path:
+    def _source_exists(cls, path: Path, info: ValidationInfo) -> Path:
+        if (info.context or {}).get(PATHS_ELSEWHERE):
+            return path.expanduser()  # they name files on a cluster: checked where the job runs
         path = path.expanduser().absolute()
         if not path.exists():
             raise ValueError(f"{path} does not exist (give an image folder or a .beton file)")
@@ -139,7 +155,7 @@ class ScheduleSpec(Section):
     @field_validator("milestones")
     @classmethod
     def _increasing(cls, milestones: list[int]) -> list[int]:
-        if any(b <= a for a, b in zip(milestones, milestones[1:])) or any(m <= 0 for m in milestones):
+        if any(b <= a for a, b in itertools.pairwise(milestones)) or any(m <= 0 for m in milestones):
             raise ValueError("milestones must be positive and increasing")
         return milestones
 
@@ -247,6 +263,8 @@ class JobSpec(Section):
 
 # ---------------------------------------------------------------- loading
 
+# Variables that need no setting: where resplat's own state and data sets live (see paths.py).
+_BUILT_IN_DEFAULTS = {"RESPLAT_DATA": paths.datasets_dir, "RESPLAT_HOME": paths.home}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -271,10 +289,15 @@ def expand_variables(value: Any, path: str = "") -> tuple[Any, list[str]]:
 
     def substitute(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is not None:
+        value = os.environ.get(name)
+        if value:
+            return value
+        if default is not None:  # as in the shell, ${VAR:-default} also replaces an empty value
             return default
+        if name in _BUILT_IN_DEFAULTS:
+            return str(_BUILT_IN_DEFAULTS[name]())
+        if value is not None:
+            return value
         problems.append(f"{path}: environment variable {name} is not set (set it or write ${{{name}:-default}})")
         return match.group(0)
 
@@ -354,21 +377,66 @@ def describe_errors(error: ValidationError, root: type[BaseModel]) -> list[str]:
     return lines
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that notes every mapping key given twice (plain YAML silently keeps the last one)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict = {}
+            for key_node, _ in node.value:
+                try:
+                    key = self.construct_object(key_node, deep=True)
+                    hash(key)
+                except (TypeError, yaml.YAMLError):
+                    continue  # an unhashable key gets the base class's own error
+                line = key_node.start_mark.line + 1
+                if key in first_line:
+                    self.duplicates.append(f"line {line}: duplicate key {key!r} (first on line {first_line[key]}); "
+                                           "give each key once")
+                else:
+                    first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml_text(text: str) -> tuple[Any, list[str]]:
+    """YAML text to Python data, plus one problem line per duplicate key; raises yaml.YAMLError."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data(), sorted(set(loader.duplicates), key=_line_number)
+    finally:
+        loader.dispose()
+
+
+def _line_number(problem: str) -> int:
+    return int(problem.split()[1].rstrip(":"))
+
+
 def read_yaml(path: Path) -> dict:
     """Read a YAML mapping; syntax errors become a SpecError with line and column."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(str(path), ["file not found"]) from None
+    except IsADirectoryError:
+        raise SpecError(str(path), ["is a folder, not a YAML file"]) from None
+    except UnicodeDecodeError as e:
+        problem = f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); a spec is a YAML text file"
+        raise SpecError(str(path), [problem]) from None
     except OSError as e:
         raise SpecError(str(path), [f"cannot read: {e.strerror}"]) from None
     try:
-        raw = yaml.safe_load(text)
+        raw, duplicates = parse_yaml_text(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise SpecError(str(path), [f"{where}YAML syntax error: {problem}"]) from None
+    if duplicates:
+        raise SpecError(str(path), duplicates)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -376,13 +444,16 @@ def read_yaml(path: Path) -> dict:
     return raw
 
 
-def parse(model: type[BaseModel], raw: dict, source: str, overrides: list[str] = ()):
-    """Validate raw YAML data (plus overrides) as `model`, or raise one SpecError."""
+def parse(model: type[BaseModel], raw: dict, source: str, overrides: list[str] = (), *,
+          paths_elsewhere: bool = False):
+    """Validate raw YAML data (plus overrides) as `model`, or raise one SpecError.
+    `paths_elsewhere`: data paths name another machine's files (a cluster's); their existence is
+    checked there."""
     problems = apply_overrides(raw, list(overrides)) if overrides else []
     raw, var_problems = expand_variables(raw)
     problems += var_problems
     try:
-        spec = model.model_validate(raw)
+        spec = model.model_validate(raw, context={PATHS_ELSEWHERE: paths_elsewhere})
     except ValidationError as e:
         unset = {problem.split(":")[0] for problem in var_problems}  # say it once: the variable
         problems += [p for p in describe_errors(e, model) if p.split(":")[0] not in unset]
@@ -391,10 +462,10 @@ def parse(model: type[BaseModel], raw: dict, source: str, overrides: list[str] =
     return spec
 
 
-def load_job(path: str | Path, overrides: list[str] = ()) -> JobSpec:
+def load_job(path: str | Path, overrides: list[str] = (), *, paths_elsewhere: bool = False) -> JobSpec:
     """Read, expand, override and validate a job spec file."""
     path = Path(path)
-    return parse(JobSpec, read_yaml(path), str(path), overrides)
+    return parse(JobSpec, read_yaml(path), str(path), overrides, paths_elsewhere=paths_elsewhere)
 
 
 def to_yaml(spec: BaseModel) -> str:

@@ -11,13 +11,15 @@ valid job when applied to the base job; all problems are collected into one Spec
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from resplat.errors import SpecError
+from resplat import paths
+from resplat.errors import InputError, SpecError
 from resplat.spec import (
     JobSpec,
     apply_overrides,
@@ -27,7 +29,6 @@ from resplat.spec import (
     unknown_field,
 )
 
-SPACES_DIR = Path("jobs") / "spaces"
 # What every epoch reports (resplat.train): a sweep can only rank trials by one of these.
 EPOCH_METRICS = ("val_top1", "val_top5", "val_loss", "train_loss", "train_top1", "train_images_per_sec", "lr")
 
@@ -95,7 +96,8 @@ class SweepSpace(_Section):
     """A resplat sweep: a base job and the fields to vary."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Sweep name (letters, digits, . _ -).")
-    base_job: Path = Field(description="The job every trial starts from (relative to the working directory).")
+    base_job: Path = Field(description="The job every trial starts from (a relative path is relative to the "
+                           "space file's folder).")
     params: dict[str, Distribution] = Field(
         min_length=1, description="Dotted job field path -> {grid|choice: [..]} or {uniform|loguniform: [lo, hi]}."
     )
@@ -127,11 +129,20 @@ class LoadedSweep:
 
 
 def resolve_space_path(name_or_path: str | Path) -> Path:
-    """A bare name means jobs/spaces/<name>.yaml; anything with a suffix or a slash is a path."""
+    """A bare name is a space in ./jobs/spaces or the shipped jobs/spaces; anything with a suffix or a
+    slash is a path. An unknown name is an InputError that lists the known ones."""
     text = str(name_or_path)
     if "/" in text or text.endswith((".yaml", ".yml")):
         return Path(text)
-    return SPACES_DIR / f"{text}.yaml"
+    for folder in paths.spaces_dirs():
+        if (folder / f"{text}.yaml").is_file():
+            return folder / f"{text}.yaml"
+    raise InputError(f"--space {text}: no such sweep space; known: {', '.join(known_spaces()) or 'none'} "
+                     "(or give a path to a space YAML file)")
+
+
+def known_spaces() -> list[str]:
+    return sorted({p.stem for folder in paths.spaces_dirs() for p in folder.glob("*.yaml")})
 
 
 def load_space(name_or_path: str | Path, job_override: Path | None = None,
@@ -146,7 +157,7 @@ def load_space(name_or_path: str | Path, job_override: Path | None = None,
         problems += describe_errors(e, SweepSpace)
     if problems:
         raise SpecError(str(source), problems)
-    job_path = Path(job_override) if job_override is not None else space.base_job
+    job_path = Path(job_override) if job_override is not None else Path(os.path.normpath(source.parent / space.base_job))
     base_raw = _base_job_raw(job_path, [*space.overrides, *overrides])
     base_spec = validate_trial(base_raw, {}, str(job_path))
     problems = _rejected_values(space, base_raw)
@@ -207,5 +218,6 @@ def _rejected_values(space: SweepSpace, base_raw: dict) -> list[str]:
     return problems
 
 
-__all__ = ["Distribution", "LoadedSweep", "SchedulerSpec", "SweepSpace", "load_space", "resolve_space_path",
+__all__ = ["Distribution", "LoadedSweep", "SchedulerSpec", "SweepSpace", "known_spaces", "load_space",
+           "resolve_space_path",
            "validate_trial", "with_values"]

@@ -14,6 +14,7 @@ from rich.progress import (
 from rich.table import Table
 
 console = Console(highlight=False)
+console.soft_wrap = not console.is_terminal  # a log or a pipe gets whole lines: paths and URLs stay intact
 
 
 class DataProgress:

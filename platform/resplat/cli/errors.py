@@ -12,7 +12,30 @@ from rich.console import Console
 from resplat.errors import Interrupted, ResplatError
 
 stderr = Console(stderr=True, highlight=False)
+stderr.soft_wrap = not stderr.is_terminal  # a log or a pipe gets whole lines: paths and URLs stay intact
 _debug = {"on": False}
+
+# Every typer app and sub-app takes these, so `-h` works wherever `--help` does.
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
+
+def plain_usage_names() -> None:
+    """Usage lines name arguments plainly (`JOB.yaml`), as click does, not in typer's `{JOB.yaml}` braces."""
+    from typer.core import TyperArgument
+
+    if not hasattr(TyperArgument, "_usage_display_name"):
+        return
+
+    def usage_name(argument) -> str:
+        name = argument.display_name_raw if argument.required else f"[{argument.display_name_raw}]"
+        return name + ("..." if argument.nargs != 1 else "")
+
+    TyperArgument._usage_display_name = usage_name
+
+
+def examples(*lines: str) -> str:
+    """A command's help epilog: example command lines, kept one per line."""
+    return "Examples:\n\n" + "\n\n".join(f"  $ {line}" for line in lines)
 
 
 def set_debug(on: bool) -> None:

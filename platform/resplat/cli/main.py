@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +12,7 @@ import typer
 from resplat import paths
 from resplat.cli import cluster, data, jobs, models
 from resplat.cli.display import DataProgress, TrainingDisplay, console, print_summary
-from resplat.cli.errors import reports_errors, set_debug
+from resplat.cli.errors import HELP_OPTIONS, examples, plain_usage_names, reports_errors, set_debug
 from resplat.cli.report import report_command
 from resplat.cli.tune import tune_command
 
@@ -24,8 +20,9 @@ app = typer.Typer(
     help="resplat: train deep residual networks on Ray with FFCV data and MLflow tracking.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    context_settings=HELP_OPTIONS,
 )
+plain_usage_names()
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(data.app, name="data")
 app.add_typer(jobs.app, name="jobs")
@@ -35,29 +32,55 @@ app.command("tune")(tune_command)
 
 Overrides = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a field: --set optim.lr=0.05 (repeatable; value parsed as YAML)."),
+    typer.Option("--set", "-s", metavar="FIELD=VALUE",
+                 help="Override a field: --set optim.lr=0.05 (repeatable; value parsed as YAML)."),
 ]
+JobFile = Annotated[Path, typer.Argument(metavar="JOB.yaml", help="Job spec YAML file.", show_default=False)]
+TrackingUri = Annotated[str | None, typer.Option(metavar="URI", help="MLflow tracking URI. Default: the "
+                                                 "embedded store in $RESPLAT_HOME (see README: Local state).")]
 
 
-@app.callback()
-def main(debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False) -> None:
-    set_debug(debug)
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"resplat {version('resplat')}")
+        raise typer.Exit()
 
 
-@app.command()
-@reports_errors
-def validate(
-    job: Annotated[Path, typer.Argument(help="Job spec YAML file.")],
-    set_: Overrides = None,
+@app.callback(epilog=examples("resplat validate jobs/cifar10-resnet20.yaml",
+                              "resplat submit jobs/cifar10-resnet20.yaml --dry-run", "resplat ui"))
+def main(
+    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors (also accepted after the command).")
+                     ] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print resplat's version and exit.")] = False,
 ) -> None:
+    """resplat: train deep residual networks on Ray with FFCV data and MLflow tracking.
+
+    State and data sets live in $RESPLAT_HOME (default: .resplat/ of the resplat checkout, else ~/.resplat).
+    """
+    if debug:  # never unset: `--debug` after the command name was taken off the line by run()
+        set_debug(True)
+
+
+@app.command(epilog=examples("resplat validate jobs/cifar10-resnet20.yaml",
+                             "resplat validate jobs/resnet50.yaml --set optim.lr=0.2 --set scaling.num_workers=8"))
+@reports_errors
+def validate(job: JobFile, set_: Overrides = None) -> None:
     """Validate a job spec and print it resolved (defaults filled in, variables expanded)."""
+    from resplat.orchestrate.submit import problems_before_start
+    from resplat.errors import SpecError
     from resplat.spec import load_job, to_yaml
 
     spec = load_job(job, set_ or [])
+    problems = problems_before_start(spec, local=False)
+    if problems:
+        raise SpecError(str(job), problems)
     console.print(to_yaml(spec), end="", markup=False)
 
 
-@app.command()
+@app.command(epilog=examples("resplat schema > jobs/schema.json"))
 def schema() -> None:
     """Print the JSON Schema of job specs (editors can use it for completion)."""
     from resplat.spec import JobSpec
@@ -68,93 +91,142 @@ def schema() -> None:
 @app.command()
 @reports_errors
 def submit(
-    job: Annotated[Path, typer.Argument(help="Job spec YAML file.")],
+    job: Annotated[Path, typer.Argument(metavar="JOB.yaml", help="Job spec YAML file.", show_default=False)],
     set_: Overrides = None,
     dry_run: Annotated[bool, typer.Option(help="Validate and print the plan; start nothing.")] = False,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
-    ] = None,
+    address: Annotated[str | None, typer.Option(
+        metavar="URL", help="Submit to the Ray cluster whose dashboard is at URL (http://HEAD:8265). Default: "
+        "RAY_ADDRESS, else the cluster `resplat cluster up` recorded, else train here on a local Ray.")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="On a cluster: stream the job's progress and exit with its outcome "
+        "(Ctrl-C detaches; the job keeps running).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs.")] = False,
-    resume: Annotated[
-        str | None, typer.Option(help="Continue this MLflow run (stopped or failed) from its latest checkpoint.")
-    ] = None,
+    resume: Annotated[str | None, typer.Option(
+        metavar="RUN_ID", help="Continue this MLflow run (stopped or failed) from its latest checkpoint.")] = None,
 ) -> None:
-    """Train the model a job spec describes, track it in MLflow, log the final model."""
+    """Train the model a job spec describes, track it in MLflow, log the final model.
+
+    With a cluster (--address, RAY_ADDRESS or `resplat cluster up`) the job is submitted through
+    Ray's Jobs API and outlives the terminal; otherwise it trains here.
+    """
+    from resplat.cluster.address import resolve
+    from resplat.cluster.remote import on_this_machine
     from resplat.orchestrate import submit as service
     from resplat.spec import load_job
 
-    spec = load_job(job, set_ or [])
+    target = resolve(address)
+    spec = load_job(job, set_ or [], paths_elsewhere=target is not None and not on_this_machine(target))
+    if dry_run:
+        where = target.describe() if target else "a local Ray on this machine"
+        for key, value in {"where": where, **service.plan(spec)}.items():
+            console.print(f"[bold]{key:>8}[/]  {value}", soft_wrap=True)
+        if target is None or on_this_machine(target):
+            service.check_runnable(spec, address=None if target is None else "auto")
+        return
+    if target is not None:
+        _submit_to_cluster(target, spec, job, set_ or [], resume=resume, follow=follow)
+        return
     if resume:
         with TrainingDisplay(spec.name) as display:
             result = service.resume(resume, tracking_uri=spec.tracking.tracking_uri, expect_job=spec.name,
-                                    address=address, verbose=verbose, on_update=display.update)
+                                    address=None, verbose=verbose, on_update=display.update)
         print_summary(result)
         return
-    if dry_run:
-        for key, value in service.plan(spec).items():
-            console.print(f"[bold]{key:>8}[/]  {value}")
-        return
-    service.check_runnable(spec, address=address)
+    service.check_runnable(spec, address=None)
     with DataProgress() as bars:
         prepared = service.prepare_data(spec.data, num_classes=spec.model.num_classes, progress=bars.factory)
     with TrainingDisplay(spec.name) as display:
-        result = service.submit(spec, prepared=prepared, spec_text=job.read_text(), address=address,
+        result = service.submit(spec, prepared=prepared, spec_text=job.read_text(), address=None,
                                 verbose=verbose, on_update=display.update)
     print_summary(result)
 
 
-@app.command("eval")
+def _submit_to_cluster(target, spec, job: Path, overrides: list[str], *, resume: str | None, follow: bool) -> None:
+    from resplat.cli.jobs import follow_job
+    from resplat.cluster.remote import submit_job
+
+    job_id = submit_job(target, spec, source=str(job), text=job.read_text(), overrides=overrides, resume=resume)
+    console.print(f"submitted job [bold]{job_id}[/] to {target.describe()}", soft_wrap=True)
+    if follow:
+        follow_job(target, job_id)
+        return
+    console.print(f"  follow:  resplat jobs logs {job_id} --follow\n  list:    resplat jobs list\n"
+                  f"  stop:    resplat jobs stop {job_id}", soft_wrap=True, markup=False)
+
+
+@app.command("eval", epilog=examples("resplat eval 3f2c9a0d41b84e6f", "resplat eval RUN_ID --ten-crop --scales 224,256,384"))
 @reports_errors
 def evaluate(
-    run_id: Annotated[str, typer.Argument(help="The MLflow run whose final model to test.")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The MLflow run whose final model to test.",
+                                          show_default=False)],
     ten_crop: Annotated[bool, typer.Option(help="The paper's 10-crop testing (ImageNet family).")] = False,
     scales: Annotated[
-        str | None, typer.Option(help="Comma-separated image sizes whose scores are averaged, e.g. 224,256,384.")
+        str | None, typer.Option(metavar="PIXELS,...",
+                                 help="Comma-separated image sizes whose scores are averaged, e.g. 224,256,384.")
     ] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="Default: the embedded store under .resplat/.")] = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Test a run's model on its validation set (10-crop, several scales) and log the result to the run."""
     from resplat.errors import InputError
-    from resplat.orchestrate.evaluate import evaluate_run
 
     try:
         sizes = [int(s) for s in scales.split(",")] if scales else None
     except ValueError:
         raise InputError(f"--scales {scales!r}: expected comma-separated pixel sizes, e.g. 224,256") from None
+    if sizes is not None and min(sizes) < 1:
+        raise InputError(f"--scales {scales}: every size must be a positive number of pixels")
+    uri = tracking_uri or paths.default_tracking_uri()
+    if paths.missing_sqlite_store(uri):  # reading it would create an empty store
+        raise InputError(f"no MLflow run {run_id}: there is no tracking store at {paths.missing_sqlite_store(uri)} "
+                         "(train a model with `resplat submit` first, or give --tracking-uri)")
+    from resplat.orchestrate.evaluate import evaluate_run
     with console.status("evaluating..."):
-        m = evaluate_run(run_id, tracking_uri=tracking_uri, ten_crop=ten_crop, scales=sizes)
+        m = evaluate_run(run_id, tracking_uri=uri, ten_crop=ten_crop, scales=sizes)
     console.print(f"{m['views']}: top-1 {m['eval_top1']:.2%}, top-5 {m['eval_top5']:.2%} "
                   f"on {m['eval_images']} images (logged to run {run_id})")
 
 
-@app.command()
+@app.command(epilog=examples("resplat ui", "resplat ui --port 5001 --workers 2",
+                             "RESPLAT_HOME=/data/resplat resplat ui"))
 @reports_errors
 def ui(
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
+    port: Annotated[int, typer.Option(help="Port to serve on (1-65535).")] = 5000,
     host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1 keeps it private).")] = "127.0.0.1",
-    tracking_uri: Annotated[str | None, typer.Option(help="Default: the embedded store under .resplat/.")] = None,
+    tracking_uri: TrackingUri = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Server worker processes. Default: one per two "
+                                                 "cores, 1 to 4.")] = None,
 ) -> None:
-    """Open the MLflow UI on the runs and registered models."""
+    """Open the MLflow UI on the runs and registered models; Ctrl-C (or SIGTERM) stops it and its workers."""
+    from resplat.cli.ui_server import check_address, default_workers, serve, server_command
+
     uri = tracking_uri or paths.default_tracking_uri()
-    _check_port_free(host, port)
-    mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-    console.print(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C to stop)")
-    command = [mlflow, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    if uri.startswith("sqlite:"):
-        command += ["--default-artifact-root", paths.artifacts_dir().as_uri()]
-    raise typer.Exit(subprocess.call(command))
+    check_address(host, port)
+    artifact_root = paths.artifacts_dir() if uri.startswith("sqlite:") else None
+    command = server_command(tracking_uri=uri, host=host, port=port, workers=workers or default_workers(),
+                             artifact_root=artifact_root)
+    starting = console.status(f"starting the MLflow UI for {uri} ...")
 
+    def ready(url: str) -> None:
+        starting.stop()
+        console.print(f"MLflow UI for {uri} ready at {url}  (Ctrl-C to stop)", soft_wrap=True)
 
-def _check_port_free(host: str, port: int) -> None:
-    from resplat.errors import InputError
-
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise InputError(f"--host {host} --port {port}: cannot serve there ({error.strerror}); "
-                              "choose another with --port") from None
+    starting.start()
+    try:
+        serve(command, host=host, port=port, on_ready=ready)
+    finally:
+        starting.stop()
+    console.print("MLflow UI stopped")
 
 
 def run() -> None:
+    sys.argv[1:] = _debug_anywhere(sys.argv[1:])
     app()
+
+
+def _debug_anywhere(args: list[str]) -> list[str]:
+    """`--debug` after the command name means the same as before it (not after a `--`)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    set_debug(True)
+    return [arg for arg in args[:end] if arg != "--debug"] + args[end:]

@@ -79,11 +79,12 @@ def tune_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs.")] = False,
 ) -> None:
     """Sweep job fields with Ray Tune: every trial a tracked run, the best model registered."""
-    from resplat.orchestrate.submit import prepare_data
-    from resplat.orchestrate.tune import run_sweep
     from resplat.sweep import load_space
 
     sweep = load_space(space, job_override=job, overrides=set_ or [])
+    # torch and ray load only once the input is known to be good
+    from resplat.orchestrate.submit import prepare_data
+    from resplat.orchestrate.tune import run_sweep
     if samples is not None:
         sweep.space.samples = samples
     metric = sweep.space.metric

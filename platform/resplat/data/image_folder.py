@@ -38,6 +38,20 @@ def _images_under(folder: Path) -> list[Path]:
     return sorted(images, key=lambda p: p.relative_to(folder).as_posix())
 
 
+def class_folders(src: Path) -> list[str]:
+    """The sorted class folder names of an ImageFolder tree; DataError when there are none.
+
+    Cheap (one directory listing): commands call it to reject a wrong folder before
+    they create or import anything.
+    """
+    if not src.is_dir():
+        raise DataError(f"{src}: no such folder (expected an ImageFolder tree src/<class>/<image>)")
+    found = _class_folders(src)
+    if not found:
+        raise DataError(f"{src}: no class folders (expected an ImageFolder tree src/<class>/<image>)")
+    return found
+
+
 def list_image_folder(
     src: Path, classes: Sequence[str] | None = None
 ) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
@@ -51,13 +65,7 @@ def list_image_folder(
     folder holds no image.
     """
     src = Path(src)
-    if not src.is_dir():
-        raise DataError(f"{src}: no such folder (expected an ImageFolder tree src/<class>/<image>)")
-    folder_classes = _class_folders(src)
-    if not folder_classes:
-        raise DataError(
-            f"{src}: no class folders (expected an ImageFolder tree src/<class>/<image>)"
-        )
+    folder_classes = class_folders(src)
 
     if classes is None:
         class_names = tuple(folder_classes)

@@ -10,8 +10,9 @@ classes load torch on first use, so spec validation stays cheap.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from resplat.lazy import lazy_attributes
 from resplat.models.architecture import (
     BOTTLENECK_STRIDES,
     CIFAR_DEPTHS,
@@ -52,11 +53,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, globals(), _LAZY)
