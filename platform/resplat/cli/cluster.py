@@ -10,8 +10,63 @@ import typer
 from resplat.cli.display import console
 from resplat.cli.errors import reports_errors
 
+Address = Annotated[str | None, typer.Option(
+    "--address", metavar="URL",
+    help="Ray dashboard address, http://HEAD:8265 (default: RAY_ADDRESS, else the cluster `up` recorded).")]
+
 app = typer.Typer(help="Start, inspect and stop the Ray cluster that jobs are submitted to.",
                   no_args_is_help=True)
+
+
+@app.command()
+@reports_errors
+def up(
+    file: Annotated[Path | None, typer.Argument(
+        metavar="[CLUSTER.yaml]",
+        help="A Ray cluster launcher file (cluster/aws-gpu.yaml, ...): runs `ray up` on it. "
+             "A fake_multinode file (cluster/local-autoscaling.yaml) starts a local autoscaling head.")] = None,
+    dashboard_port: Annotated[int | None, typer.Option(
+        min=1, max=65535, help="Port of the dashboard and Jobs API (default 8265, or a free one).")] = None,
+    metrics: Annotated[bool, typer.Option(
+        help="Also start Prometheus (Debian's binary) scraping the head; see dashboards/.")] = False,
+) -> None:
+    """Start a Ray head on this machine that outlives the terminal; jobs are then submitted to it.
+
+    Examples:  resplat cluster up   |   resplat cluster up cluster/local-autoscaling.yaml
+    """
+    from resplat.cluster import service
+
+    outcome = service.up(file, dashboard_port=dashboard_port, metrics=metrics)
+    console.print(outcome, soft_wrap=True)
+
+
+@app.command()
+@reports_errors
+def status(
+    address: Address = None,
+) -> None:
+    """The cluster's nodes (alive or dead, CPUs, GPUs, in use), pending demands, and running jobs.
+
+    Example:  resplat cluster status
+    """
+    from resplat.cluster import service
+
+    console.print(service.status(address), soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command()
+@reports_errors
+def down(
+    file: Annotated[Path | None, typer.Argument(
+        metavar="[CLUSTER.yaml]", help="The launcher file a cloud cluster was started from (`ray down`).")] = None,
+) -> None:
+    """Stop the cluster `resplat cluster up` started here, and nothing else.
+
+    Example:  resplat cluster down
+    """
+    from resplat.cluster import service
+
+    console.print(service.down(file), soft_wrap=True)
 
 
 @app.command("validate")

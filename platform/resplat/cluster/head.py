@@ -1,0 +1,244 @@
+"""A persistent Ray head on this machine: `resplat cluster up`, `down`, and what they record.
+
+`up` runs `ray start --head --block` in its own process session, with its own temp folder
+(so Ray's "current cluster" file of the default folder is left alone), the dashboard and
+Jobs API on 127.0.0.1, and RESPLAT_HOME set to this directory's state so that jobs log to
+the MLflow store that `resplat ui` shows here. What it started is recorded in
+`<RESPLAT_HOME>/cluster.json`; `down` stops exactly those processes and their children.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from resplat import paths
+from resplat.errors import InputError, RunError
+
+DEFAULT_DASHBOARD_PORT = 8265
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+# The driver of a stopped job gets this long to end its MLflow run before Ray kills it.
+JOB_STOP_GRACE_S = "30"
+
+
+@dataclass
+class RecordedHead:
+    url: str  # the Jobs API / dashboard
+    gcs_address: str  # host:port, for `ray.init(address=...)`
+    pid: int  # the `ray start --block` process; every Ray process of this head descends from it
+    temp_dir: str
+    home: str  # RESPLAT_HOME of the jobs it runs
+    started: float
+    autoscaling_config: str | None = None
+    extra_pids: dict[str, int] = field(default_factory=dict)  # e.g. {"prometheus": pid}
+
+
+def state_file() -> Path:
+    return paths.home() / "cluster.json"
+
+
+def recorded() -> RecordedHead | None:
+    try:
+        return RecordedHead(**json.loads(state_file().read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as error:
+        raise InputError(f"{state_file()}: not a cluster record ({error}); remove it") from None
+
+
+def _record(head: RecordedHead | None) -> None:
+    if head is None:
+        state_file().unlink(missing_ok=True)
+        return
+    state_file().parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_file().with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(head), indent=2))
+    tmp.replace(state_file())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _answers(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/api/version", timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered, even if it wants a token
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def is_alive(head: RecordedHead) -> bool:
+    return _pid_alive(head.pid) and _answers(head.url)
+
+
+def _free_port(preferred: int | None = None) -> int:
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise RunError("no free port on 127.0.0.1")
+
+
+def _ray_executable() -> str:
+    return shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray") or "ray"
+
+
+def start(*, autoscaling_config: Path | None = None, dashboard_port: int | None = None) -> tuple[RecordedHead, bool]:
+    """Start the head (or find the running one); return it and whether it was started now."""
+    existing = recorded()
+    if existing is not None and is_alive(existing):
+        return existing, False
+    port = _free_port(dashboard_port or DEFAULT_DASHBOARD_PORT)
+    if dashboard_port and port != dashboard_port:
+        raise InputError(f"--dashboard-port {dashboard_port}: the port is taken; choose another")
+    home = paths.home()
+    home.mkdir(parents=True, exist_ok=True)
+    logs = paths.logs_dir()
+    logs.mkdir(parents=True, exist_ok=True)
+    # Short: Ray's socket paths under it must stay within the 107 characters a Unix socket allows.
+    temp_dir = tempfile.mkdtemp(prefix="resplat-ray-", dir="/tmp")
+    gcs_port = _free_port()
+    command = [
+        _ray_executable(), "start", "--head", "--block",
+        f"--port={gcs_port}",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={port}",
+        f"--ray-client-server-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--metrics-export-port={_free_port()}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
+    env = {
+        **os.environ,
+        "RESPLAT_HOME": str(home),
+        # Job drivers run `python`: the one of this installation.
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+        "RAY_JOB_STOP_WAIT_TIME_S": JOB_STOP_GRACE_S,
+        "RAY_TRAIN_V2_ENABLED": "1",
+    }
+    env.pop("RAY_ADDRESS", None)
+    if autoscaling_config is not None:
+        command.append(f"--autoscaling-config={autoscaling_config.absolute()}")
+        command.append("--num-cpus=0")  # the head only schedules; the autoscaler adds the workers
+        env["RAY_FAKE_CLUSTER"] = "1"
+    log_path = logs / "ray-head.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   stdin=subprocess.DEVNULL, start_new_session=True, cwd=home)
+    head = RecordedHead(url=f"http://127.0.0.1:{port}", gcs_address=f"127.0.0.1:{gcs_port}", pid=process.pid,
+                        temp_dir=temp_dir, home=str(home), started=time.time(),
+                        autoscaling_config=str(autoscaling_config.absolute()) if autoscaling_config else None)
+    _record(head)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            _record(None)
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise RunError(f"ray start exited with code {process.returncode}; last lines of {log_path}:\n"
+                           + "\n".join(tail))
+        if _answers(head.url, timeout=1.0) and _jobs_api_ready(head):
+            return head, True
+        time.sleep(0.5)
+    stop(head)
+    raise RunError(f"the Ray head did not answer within {START_TIMEOUT_S:.0f} s; see {log_path}")
+
+
+def _jobs_api_ready(head: RecordedHead) -> bool:
+    from resplat.cluster.address import auth_headers
+
+    request = urllib.request.Request(head.url + "/api/jobs/", headers=auth_headers())
+    try:
+        with urllib.request.urlopen(request, timeout=2.0):
+            return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def add_process(head: RecordedHead, name: str, pid: int) -> None:
+    head.extra_pids[name] = pid
+    _record(head)
+
+
+def _descendants(pid: int) -> list:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _processes_of(head: RecordedHead) -> list:
+    """Every live process of this head: the `ray start` tree, plus any process whose command line
+    names this head's temp folder (a worker whose parent already died)."""
+    import psutil
+
+    found = {p.pid: p for p in _descendants(head.pid)}
+    for extra in head.extra_pids.values():
+        found.update({p.pid: p for p in _descendants(extra)})
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if any(head.temp_dir in part for part in process.info["cmdline"] or ()):
+                found[process.pid] = process
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    found.pop(os.getpid(), None)
+    return list(found.values())
+
+
+def stop(head: RecordedHead) -> int:
+    """Stop what `start` started and nothing else; return how many processes were stopped."""
+    import psutil
+
+    processes = _processes_of(head)
+    for process in processes:
+        try:
+            process.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=STOP_TIMEOUT_S)
+    for process in alive + _processes_of(head):
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(_processes_of(head), timeout=10)
+    left = _processes_of(head)
+    if left:
+        raise RunError(f"could not stop {len(left)} processes of the cluster: pids "
+                       f"{', '.join(str(p.pid) for p in left)}")
+    shutil.rmtree(head.temp_dir, ignore_errors=True)
+    _record(None)
+    return len(processes)
+
+
+def forget() -> None:
+    _record(None)
+
+
+__all__ = ["RecordedHead", "add_process", "forget", "is_alive", "recorded", "start", "state_file", "stop"]
