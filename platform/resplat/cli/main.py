@@ -69,8 +69,8 @@ def main(
 @reports_errors
 def validate(job: JobFile, set_: Overrides = None) -> None:
     """Validate a job spec and print it resolved (defaults filled in, variables expanded)."""
-    from resplat.orchestrate.submit import problems_before_start
     from resplat.errors import SpecError
+    from resplat.orchestrate.submit import problems_before_start
     from resplat.spec import load_job, to_yaml
 
     spec = load_job(job, set_ or [])
@@ -103,6 +103,9 @@ def submit(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs.")] = False,
     resume: Annotated[str | None, typer.Option(
         metavar="RUN_ID", help="Continue this MLflow run (stopped or failed) from its latest checkpoint.")] = None,
+    cluster: Annotated[Path | None, typer.Option(
+        metavar="CLUSTER.yaml", help="A cluster file (cluster/aws-gpu.yaml, a KubeRay manifest): which node type "
+        "and how many nodes the workers need; refused when no node type fits a worker.")] = None,
 ) -> None:
     """Train the model a job spec describes, track it in MLflow, log the final model.
 
@@ -110,17 +113,21 @@ def submit(
     Ray's Jobs API and outlives the terminal; otherwise it trains here.
     """
     from resplat.cluster.address import resolve
+    from resplat.cluster.capacity import plan_nodes
     from resplat.cluster.remote import on_this_machine
     from resplat.orchestrate import submit as service
     from resplat.spec import load_job
 
     target = resolve(address)
     spec = load_job(job, set_ or [], paths_elsewhere=target is not None and not on_this_machine(target))
+    nodes = plan_nodes(spec.scaling, cluster) if cluster else None
     if dry_run:
         where = target.describe() if target else "a local Ray on this machine"
         for key, value in {"where": where, **service.plan(spec)}.items():
             console.print(f"[bold]{key:>8}[/]  {value}", soft_wrap=True)
-        if target is None or on_this_machine(target):
+        if nodes:
+            console.print(f"[bold]{'nodes':>8}[/]  {nodes}", soft_wrap=True)
+        if not cluster and (target is None or on_this_machine(target)):  # --cluster plans for that cluster
             service.check_runnable(spec, address=None if target is None else "auto")
         return
     if target is not None:
