@@ -6,8 +6,8 @@ import yaml
 
 from resplat import paths
 from resplat.errors import InputError
-from resplat.orchestrate.submit import MODEL_URI_TAG, RESOLVED_SPEC
 from resplat.spec import JobSpec, parse
+from resplat.tracking.names import EVAL_VIEWS_TAG, MODEL_URI_TAG, RESOLVED_SPEC
 
 TEN_CROP_SOURCE_RATIO = 256 / 224  # the paper crops 224 from images resized to 256
 
@@ -51,5 +51,5 @@ def evaluate_run(
     metrics = evaluate_views(model, batches, crop=crop)
     views = f"{'10-crop' if crop else 'full image'} at {', '.join(map(str, scales))} px"
     run.log_metrics({k: v for k, v in metrics.items() if k != "eval_images"}, step=0)
-    run.set_tags({"resplat.eval.views": views})
+    run.set_tags({EVAL_VIEWS_TAG: views})
     return {**metrics, "views": views}

@@ -6,7 +6,6 @@ data or a job too big for this machine fails with an InputError and no side effe
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +24,18 @@ from resplat.data import (
 )
 from resplat.errors import DataError, InputError, Interrupted
 from resplat.spec import DataSpec, JobSpec, flatten, to_yaml
+from resplat.tracking.names import (
+    JOB_TAG,
+    LAST_CHECKPOINT_EPOCH_TAG,
+    MODEL_URI_TAG,
+    RESOLVED_SPEC,
+    SUBMITTED_SPEC,
+    TRAIN_SHA256_TAG,
+    VAL_SHA256_TAG,
+    WALL_SECONDS_METRIC,
+    WORKER_GROUP_RESTARTS_TAG,
+)
 from resplat.train.schedule import plan_steps
-
-RESOLVED_SPEC = "spec/resolved.yaml"
-MODEL_URI_TAG = "resplat.model_uri"
 
 ProgressFactory = Callable[[str], Callable[[int, int], None]]
 
@@ -90,6 +97,9 @@ def prepare_data(data: DataSpec, *, num_classes: int, progress: ProgressFactory 
 def plan(spec: JobSpec) -> dict[str, str]:
     """What a submit of `spec` would do, for --dry-run."""
     s = spec.scaling
+    warmup = spec.schedule.warmup
+    warmup_text = (f", {spec.schedule.warmup_shape} warmup over {warmup:g} {spec.schedule.unit} from "
+                   f"{spec.effective_lr * spec.schedule.warmup_start:g}" if warmup else "")
     return {
         "job": spec.name,
         "model": f"{spec.model.family} ResNet-{spec.model.depth}, shortcut {spec.model.shortcut}, "
@@ -97,7 +107,7 @@ def plan(spec: JobSpec) -> dict[str, str]:
         "workers": f"{s.num_workers} x ({s.cpus_per_worker} CPU{', 1 GPU' if s.use_gpu else ''}), "
         f"placement {s.placement}",
         "batch": f"{spec.optim.batch_size} per worker, {spec.optim.global_batch_size} global",
-        "lr": f"{spec.effective_lr:g} ({spec.schedule.kind} schedule)",
+        "lr": f"{spec.effective_lr:g} ({spec.schedule.kind} schedule{warmup_text})",
         "length": f"{spec.schedule.epochs} epochs" + (f", at most {spec.schedule.max_steps} steps"
                                                       if spec.schedule.max_steps else ""),
         "steps": _steps(spec),
@@ -131,12 +141,47 @@ def _memory_gib(spec: JobSpec) -> float:
     ) / 2**30
 
 
-def check_runnable(spec: JobSpec, *, address: str | None) -> None:
-    """Input checks that need more than the spec: a local job must fit this machine."""
-    from resplat.orchestrate.runtime import check_local_capacity
+def problems_before_start(spec: JobSpec, *, local: bool) -> list[str]:
+    """Everything that would stop `spec` and costs no conversion, no Ray and no MLflow run:
+    this machine's size (local runs), the data's classes against the model, a training set
+    smaller than one batch per worker."""
+    from resplat.orchestrate.runtime import local_capacity_problems
 
-    if address is None and not os.environ.get("RAY_ADDRESS"):
-        check_local_capacity(spec.scaling)
+    problems = local_capacity_problems(spec.scaling) if local else []
+    try:
+        train_images, train_classes = _source_summary(spec.data.train)
+        _, val_classes = _source_summary(spec.data.val)
+    except DataError as error:
+        return [*problems, str(error)]
+    if len(train_classes) != spec.model.num_classes:
+        problems.append(f"data.train ({spec.data.train}) has {len(train_classes)} classes but model.num_classes "
+                        f"is {spec.model.num_classes}; set model.num_classes: {len(train_classes)}")
+    unknown = sorted(set(val_classes) - set(train_classes))
+    if unknown:
+        problems.append(f"data.val ({spec.data.val}) has classes that data.train lacks: {', '.join(unknown[:5])}")
+    if train_batches_per_epoch(train_images, spec.scaling.num_workers, spec.optim.batch_size) == 0:
+        problems.append(f"data.train ({spec.data.train}) has {train_images:,} images: less than one batch of "
+                        f"{spec.optim.batch_size} for each of {spec.scaling.num_workers} workers; lower "
+                        "optim.batch_size or scaling.num_workers")
+    return problems
+
+
+def _source_summary(source: Path) -> tuple[int, list[str]]:
+    """(images, classes) of a .beton (its sidecar) or an image folder (listed, not read)."""
+    from resplat.data.image_folder import list_image_folder
+
+    if Path(source).suffix == ".beton":
+        info = read_beton_info(source)
+        return info.num_images, list(info.classes)
+    samples, classes = list_image_folder(Path(source))
+    return len(samples), list(classes)
+
+
+def check_runnable(spec: JobSpec, *, address: str | None) -> None:
+    """Raise one InputError listing every problem of `problems_before_start` (local when no address)."""
+    problems = problems_before_start(spec, local=address is None)
+    if problems:
+        raise InputError(f"job {spec.name} cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def submit(
@@ -147,8 +192,10 @@ def submit(
     address: str | None = None,
     verbose: bool = False,
     on_update: Callable[[object, list[dict]], None] | None = None,
+    on_run: Callable[[str], None] | None = None,
 ) -> JobResult:
-    """Run `spec` (its data already prepared) to the end; raises ResplatError subclasses."""
+    """Run `spec` (its data already prepared) to the end; raises ResplatError subclasses.
+    `address` None starts a local Ray; "auto" joins the cluster this process runs in."""
     from resplat.tracking import TrackedRun, tracking_uri_for
 
     spec = spec.model_copy(update={"data": prepared.data})
@@ -158,13 +205,15 @@ def submit(
         spec.tracking.experiment,
         run_name=spec.name,
         params=flatten(spec),
-        texts={"spec/submitted.yaml": spec_text, RESOLVED_SPEC: to_yaml(spec)},
+        texts={SUBMITTED_SPEC: spec_text, RESOLVED_SPEC: to_yaml(spec)},
         tags={
-            "resplat.job": spec.name,
-            "resplat.data.train_sha256": prepared.train.sha256,
-            "resplat.data.val_sha256": prepared.val.sha256,
+            JOB_TAG: spec.name,
+            TRAIN_SHA256_TAG: prepared.train.sha256,
+            VAL_SHA256_TAG: prepared.val.sha256,
         },
     )
+    if on_run is not None:
+        on_run(run.run_id)
     return _train_and_log(spec, run, started=started, address=address, verbose=verbose, on_update=on_update)
 
 
@@ -198,19 +247,25 @@ def _train_and_log(spec: JobSpec, run, *, started: float, address, verbose, on_u
     from resplat.orchestrate.runtime import start_ray
     from resplat.orchestrate.trainer import run_training
 
+    seen: list[dict] = []  # epochs reported so far, for the tag a stopped run gets
+
+    def update(progress, epochs: list[dict]) -> None:
+        seen[:] = epochs
+        if on_update is not None:
+            on_update(progress, epochs)
+
     try:
         start_ray(address=address, verbose=verbose)
-        outcome = run_training(
-            spec, run=run, run_name=f"{spec.name}-{run.run_id[:8]}",
-            on_update=on_update or (lambda progress, epochs: None),
-        )
+        outcome = run_training(spec, run=run, run_name=f"{spec.name}-{run.run_id[:8]}", on_update=update)
         model_uri = run.log_model(final_model(spec, outcome.final_state), input_example(spec))
         run.set_tags({MODEL_URI_TAG: model_uri})
         version = run.register(model_uri, spec.tracking.register_as) if spec.tracking.register_as else None
         wall = time.perf_counter() - started
-        run.log_metrics({"wall_seconds": wall}, step=outcome.final_state["epoch"])
-        run.set_tags({"resplat.worker_group_restarts": str(outcome.restarts)})
+        run.log_metrics({WALL_SECONDS_METRIC: wall}, step=outcome.final_state["epoch"])
+        run.set_tags({WORKER_GROUP_RESTARTS_TAG: str(outcome.restarts)})
     except KeyboardInterrupt:
+        checkpointed = [e["epoch"] for e in seen if e["epoch"] % spec.checkpoint.every_epochs == 0]
+        run.set_tags({LAST_CHECKPOINT_EPOCH_TAG: str(max(checkpointed, default=0))})
         run.end("KILLED")
         raise Interrupted(f"run {run.run_id} stopped; its checkpoints are kept. "
                           f"Continue it with: resplat submit JOB.yaml --resume {run.run_id}") from None

@@ -27,22 +27,28 @@ from resplat.errors import InputError, Interrupted, RunError
 from resplat.spec import flatten, to_yaml
 from resplat.sweep import LoadedSweep, validate_trial
 from resplat.tracking import TrackedRun, tracking_uri_for
-from resplat.tracking.report import (
+from resplat.tracking.names import (
+    BASE_JOB_ARTIFACT,
+    BEST_RUN_TAG,
+    BEST_TRIAL_TAG,
+    JOB_TAG,
+    KIND_SWEEP,
     KIND_TAG,
     METRIC_TAG,
     MODE_TAG,
     PARENT_TAG,
+    RESOLVED_SPEC,
+    RESULTS_CSV,
+    RESULTS_TXT,
+    SCHEDULER_TAG,
+    SPACE_ARTIFACT,
     SWEEP_TAG,
     TRIAL_STATUS_TAG,
     TRIAL_TAG,
+    WALL_SECONDS_METRIC,
+    sweep_count_tag,
 )
-
-BEST_TRIAL_TAG = "resplat.sweep.best_trial"
-CHAMPION = "champion"
-SPACE_ARTIFACT = "sweep/space.yaml"
-BASE_JOB_ARTIFACT = "sweep/base_job.yaml"
-RESULTS_CSV = "sweep/results.csv"
-RESULTS_TXT = "sweep/results.txt"
+from resplat.tracking.sweeps import child_runs, find_child
 
 
 @dataclass
@@ -122,27 +128,17 @@ def make_trainable(base_raw: dict, *, sweep_name: str, tracking_uri: str, experi
 
 def _child_run(tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str, spec) -> TrackedRun:
     """The trial's MLflow run: reopened when a resumed sweep restarts the trial, else created."""
-    existing = _find_child(TrackedRun(tracking_uri, parent_run_id).client, parent_run_id, trial_id)
+    existing = find_child(tracking_uri, parent_run_id, trial_id)
     if existing is not None:
         run = TrackedRun(tracking_uri, existing.info.run_id)
         run.reopen()
         return run
     return TrackedRun.create(
         tracking_uri, experiment, run_name=trial_id, params=flatten(spec),
-        texts={"spec/resolved.yaml": to_yaml(spec)},
+        texts={RESOLVED_SPEC: to_yaml(spec)},
         tags={PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, TRIAL_STATUS_TAG: "running",
-              "resplat.job": spec.name},
+              JOB_TAG: spec.name},
     )
-
-
-def _children(client, parent_run_id: str) -> list:
-    experiment_id = client.get_run(parent_run_id).info.experiment_id
-    return client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                              max_results=5000)
-
-
-def _find_child(client, parent_run_id: str, trial_id: str):
-    return next((r for r in _children(client, parent_run_id) if r.data.tags.get(TRIAL_TAG) == trial_id), None)
 
 
 # ---------------------------------------------------------------- live progress (driver side)
@@ -203,6 +199,7 @@ def run_sweep(
     on_update: SweepUpdate | None = None,
     resume: str | None = None,
     progress=None,
+    on_parent: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Run (or with `resume`, continue) the sweep to the end; rank the trials; promote the best."""
     from resplat.orchestrate.runtime import start_ray
@@ -222,6 +219,8 @@ def run_sweep(
     if not resume:
         parent = _create_parent(uri, sweep)
         shutil.rmtree(storage, ignore_errors=True)  # a new sweep of this name replaces the old resumable state
+    if on_parent is not None:
+        on_parent(parent.run_id)
     try:
         start_ray(address=address, verbose=verbose)
         results, interrupted = _fit(sweep, parent, uri, storage, resumed=bool(resume), on_update=on_update)
@@ -235,7 +234,7 @@ def run_sweep(
         _record_results(parent, result)
         _promote_best(sweep, result, parent)
         result.wall_seconds = time.perf_counter() - started
-        parent.log_metrics({"wall_seconds": result.wall_seconds}, step=0)
+        parent.log_metrics({WALL_SECONDS_METRIC: result.wall_seconds}, step=0)
     except BaseException as error:
         parent.end("KILLED" if isinstance(error, (KeyboardInterrupt, Interrupted)) else "FAILED")
         raise
@@ -249,8 +248,8 @@ def _create_parent(uri: str, sweep: LoadedSweep) -> TrackedRun:
         uri, sweep.base_spec.tracking.experiment, run_name=space.name,
         params=flatten(space),
         texts={SPACE_ARTIFACT: sweep.text, BASE_JOB_ARTIFACT: to_yaml(sweep.base_spec)},
-        tags={KIND_TAG: "sweep", SWEEP_TAG: space.name, METRIC_TAG: space.metric, MODE_TAG: space.mode,
-              "resplat.sweep.scheduler": space.scheduler.kind},
+        tags={KIND_TAG: KIND_SWEEP, SWEEP_TAG: space.name, METRIC_TAG: space.metric, MODE_TAG: space.mode,
+              SCHEDULER_TAG: space.scheduler.kind},
     )
 
 
@@ -258,9 +257,9 @@ def _reopen_parent(uri: str, sweep_ref: str, sweep_name: str, storage: Path) -> 
     """The unfinished sweep `--resume` names (its name or parent run id), checked before anything starts."""
     from ray.tune import Tuner
 
-    from resplat.tracking.report import find_sweep_run, open_store
+    from resplat.tracking.sweeps import find_sweep
 
-    found = find_sweep_run(open_store(uri), sweep_ref, uri)
+    found = find_sweep(uri, sweep_ref)
     if found.data.tags.get(SWEEP_TAG) != sweep_name:
         raise InputError(f"--resume {sweep_ref}: that is sweep {found.data.tags.get(SWEEP_TAG)!r}, "
                          f"but --space is sweep {sweep_name!r}")
@@ -332,10 +331,10 @@ def _scheduler(sweep: LoadedSweep):
 
 def _settle_trials(sweep: LoadedSweep, parent: TrackedRun, results) -> list[TrialOutcome]:
     """Every trial's outcome, best first; children a scheduler stopped are marked stopped_early."""
-    children = {r.data.tags.get(TRIAL_TAG): r for r in _children(parent.client, parent.run_id)}
+    children = {r.data.tags.get(TRIAL_TAG): r for r in child_runs(parent.tracking_uri, parent.run_id)}
     outcomes = [_outcome(sweep, result, children) for result in results]
     for outcome in outcomes:
-        _settle_child(parent.client, outcome, children.get(outcome.trial_id))
+        _settle_child(parent.tracking_uri, outcome, children.get(outcome.trial_id))
     return rank(outcomes, sweep.space.mode)
 
 
@@ -357,24 +356,26 @@ def _outcome(sweep: LoadedSweep, result, children: dict) -> TrialOutcome:
     )
 
 
-def _settle_child(client, outcome: TrialOutcome, child) -> None:
+def _settle_child(tracking_uri: str, outcome: TrialOutcome, child) -> None:
     """Make the child run say what Tune saw. Trials the scheduler kills (ASHA stops even a trial at
     its last epoch) or that fail never end their own run, or end it with the wrong status."""
     if child is None:
         return
     status = {"finished": "FINISHED", "failed": "FAILED"}.get(outcome.status, "KILLED")
+    run = TrackedRun(tracking_uri, child.info.run_id)
     if child.data.tags.get(TRIAL_STATUS_TAG) != outcome.status:
-        client.set_tag(child.info.run_id, TRIAL_STATUS_TAG, outcome.status)
+        run.set_tags({TRIAL_STATUS_TAG: outcome.status})
     if child.info.status != status:
-        client.set_terminated(child.info.run_id, status=status)
+        run.end(status)
 
 
 def _mark_unfinished_children(parent: TrackedRun) -> None:
     """Trials cut off by an interruption: KILLED until `--resume` reopens them."""
-    for child in _children(parent.client, parent.run_id):
+    for child in child_runs(parent.tracking_uri, parent.run_id):
         if child.info.status == "RUNNING":
-            parent.client.set_tag(child.info.run_id, TRIAL_STATUS_TAG, "interrupted")
-            parent.client.set_terminated(child.info.run_id, status="KILLED")
+            run = TrackedRun(parent.tracking_uri, child.info.run_id)
+            run.set_tags({TRIAL_STATUS_TAG: "interrupted"})
+            run.end("KILLED")
 
 
 def rank(trials: list[TrialOutcome], mode: str) -> list[TrialOutcome]:
@@ -408,10 +409,10 @@ def _short(value: Any) -> str:
 
 
 def _record_results(parent: TrackedRun, result: SweepResult) -> None:
-    parent.client.log_text(parent.run_id, results_csv(result), RESULTS_CSV)
-    parent.client.log_text(parent.run_id, results_text(result), RESULTS_TXT)
+    parent.log_text(results_csv(result), RESULTS_CSV)
+    parent.log_text(results_text(result), RESULTS_TXT)
     counts = {s: sum(t.status == s for t in result.trials) for s in ("finished", "stopped_early", "failed")}
-    parent.set_tags({f"resplat.sweep.{s}": str(n) for s, n in counts.items()})
+    parent.set_tags({sweep_count_tag(s): str(n) for s, n in counts.items()})
 
 
 def _promote_best(sweep: LoadedSweep, result: SweepResult, parent: TrackedRun) -> None:
@@ -426,40 +427,18 @@ def _promote_best(sweep: LoadedSweep, result: SweepResult, parent: TrackedRun) -
 
     from resplat.orchestrate.submit import final_model, input_example
     from resplat.orchestrate.worker import load_state
+    from resplat.tracking.registry import maybe_move_champion
 
     result.best = best
-    parent.set_tags({BEST_TRIAL_TAG: best.trial_id, "resplat.sweep.best_run": best.run_id})
+    parent.set_tags({BEST_TRIAL_TAG: best.trial_id, BEST_RUN_TAG: best.run_id})
     spec = validate_trial(sweep.base_raw, best.params, best.trial_id)
     state = load_state(Checkpoint(best.checkpoint_path))
     child = TrackedRun(parent.tracking_uri, best.run_id)
     result.model_uri = child.log_model(final_model(spec, state), input_example(spec))
     result.registered_as = sweep.base_spec.tracking.register_as or sweep.space.name
     result.registered_version = child.register(result.model_uri, result.registered_as)
-    result.previous_champion, result.champion_moved = _maybe_move_champion(
-        child.client, result.registered_as, result.registered_version, result.metric, result.mode, best.metric)
-
-
-def _maybe_move_champion(client, model_name: str, version: str, metric: str, mode: str,
-                         value: float | None) -> tuple[dict, bool]:
-    """Point `champion` at `version` when there is none or `value` beats the champion's metric."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        current = client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        current = None
-    previous: dict = {}
-    if current is not None:
-        champion_value = client.get_run(current.run_id).data.metrics.get(metric) if current.run_id else None
-        previous = {"version": current.version, metric: champion_value}
-        if champion_value is not None and (value is None or not _beats(value, champion_value, mode)):
-            return previous, False
-    client.set_registered_model_alias(model_name, CHAMPION, version)
-    return previous, True
-
-
-def _beats(value: float, other: float, mode: str) -> bool:
-    return value > other if mode == "max" else value < other
+    result.previous_champion, result.champion_moved = maybe_move_champion(
+        child.tracking_uri, result.registered_as, result.registered_version, result.metric, result.mode, best.metric)
 
 
 __all__ = ["SweepResult", "TrialOutcome", "TrialView", "make_trainable", "rank", "run_sweep", "tune_dir"]

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import ray
 import ray.train
 import torch
 
+from resplat.orchestrate import metrics as m
 from resplat.spec import JobSpec
 from resplat.tracking import TrackedRun
+from resplat.tracking.names import (
+    LOST_EPOCHS_METRIC,
+    LOST_STEPS_METRIC,
+    RESTORED_FROM_EPOCH_METRIC,
+    RESTORED_FROM_EPOCH_TAG,
+)
 from resplat.train import EpochReport, Progress, train
 
 STATE_FILE = "state.pt"
@@ -22,19 +30,37 @@ def load_state(checkpoint: ray.train.Checkpoint) -> dict:
 
 
 class RayReporter:
-    """Reports to Ray Train (metrics + checkpoints), the driver's progress board and MLflow (rank 0)."""
+    """Reports to Ray Train (metrics + checkpoints), Ray's Prometheus metrics, the driver's
+    progress board (rank 0) and MLflow (rank 0)."""
 
-    def __init__(self, rank: int, board, run: TrackedRun | None):
+    def __init__(self, rank: int, board, run: TrackedRun | None, gauges: m.TrainMetrics, *, use_gpu: bool):
         self.rank = rank
         self.board = board
         self.run = run
+        self.gauges = gauges
+        self.use_gpu = use_gpu
 
     def progress(self, update: Progress) -> None:
-        self.board.post.remote(update)
+        if self.rank == 0:
+            self.board.post.remote(update)
+        g = self.gauges
+        g.set(m.EPOCH, update.epoch)
+        g.set(m.STEP, update.global_step)
+        g.set(m.LEARNING_RATE, update.lr)
+        g.set(m.IMAGES_PER_SECOND, update.worker_images_per_sec)
+        if update.phase == "train":
+            g.set(m.LOSS, update.loss)
+            g.set(m.STEP_SECONDS, update.step_seconds)
+            g.set(m.DATA_WAIT_RATIO, update.data_wait_fraction)
+        if self.use_gpu:
+            g.set(m.GPU_MEMORY_BYTES, torch.cuda.memory_allocated())
 
     def epoch_end(self, report: EpochReport) -> None:
         metrics = {**report.metrics, "epoch": report.epoch, "global_step": report.global_step,
                    "final": report.final}
+        for metric, key in ((m.VAL_TOP1, "val_top1"), (m.VAL_TOP5, "val_top5"), (m.VAL_LOSS, "val_loss")):
+            if key in report.metrics:
+                self.gauges.set(metric, report.metrics[key])
         # Log before reporting: at the report, Tune may stop the trial (ASHA) and end this process.
         if self.rank == 0:
             # Waited for: a fire-and-forget call may be lost when the worker exits after the last epoch.
@@ -44,9 +70,15 @@ class RayReporter:
         if report.state is None:
             ray.train.report(metrics)
             return
+        started = time.perf_counter()
         with tempfile.TemporaryDirectory() as directory:
-            torch.save(report.state, Path(directory) / STATE_FILE)
+            path = Path(directory) / STATE_FILE
+            torch.save(report.state, path)
+            size = path.stat().st_size
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        self.gauges.set(m.CHECKPOINT_SECONDS, time.perf_counter() - started)
+        self.gauges.set(m.CHECKPOINT_BYTES, size)
+        self.gauges.inc(m.CHECKPOINTS)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -54,13 +86,26 @@ def train_loop_per_worker(config: dict) -> None:
     rank = context.get_world_rank()
     spec = JobSpec.model_validate(config["spec"])
     run = TrackedRun(config["tracking_uri"], config["run_id"]) if rank == 0 and config.get("run_id") else None
-    ray.get(config["board"].join.remote(rank, ray.get_runtime_context().get_node_id()))
     checkpoint = ray.train.get_checkpoint()
     resume = load_state(checkpoint) if checkpoint is not None else None
-    if checkpoint is not None and rank == 0:
-        config["board"].note_restart.remote()
-        if run is not None:
-            run.set_tags({"resplat.restored_from_epoch": str(resume["epoch"])})
-            run.log_metrics({"restored_from_epoch": resume["epoch"]}, step=resume["epoch"])
-    reporter = RayReporter(rank, config["board"], run)
+    start_epoch, start_step = (resume["epoch"], resume["global_step"]) if resume else (0, 0)
+    joined = ray.get(config["board"].join.remote(
+        rank, ray.get_runtime_context().get_node_id(), start_epoch=start_epoch, start_step=start_step))
+    gauges = m.TrainMetrics(
+        job=spec.name or ray.get_runtime_context().get_job_id(),
+        run=config.get("run_id") or "",
+        trial=config.get("trial_id") or "",
+        worker=rank,
+    )
+    gauges.set(m.RESTARTS, joined["restarts"])
+    gauges.set(m.PREEMPTIONS, joined["preemptions"])
+    gauges.set(m.LOST_STEPS, joined["lost_steps"])
+    if run is not None:
+        if resume is not None:
+            run.set_tags({RESTORED_FROM_EPOCH_TAG: str(resume["epoch"])})
+            run.log_metrics({RESTORED_FROM_EPOCH_METRIC: resume["epoch"]}, step=resume["epoch"])
+        if joined["restart"]:
+            run.log_metrics({LOST_STEPS_METRIC: joined["lost_steps"], LOST_EPOCHS_METRIC: joined["lost_epochs"]},
+                            step=joined["restarts"])
+    reporter = RayReporter(rank, config["board"], run, gauges, use_gpu=spec.scaling.use_gpu)
     train(spec, reporter, resume=resume, local_rank=context.get_local_rank())

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from resplat import paths
 from resplat.errors import InputError
+from resplat.tracking.client import client_for
+from resplat.tracking.names import MODEL_ARTIFACT, RESUMED_TAG
 
 # MLflow's SQLite store logs its table set-up and migrations at INFO on first use; mlflow
 # sets its loggers' level from MLFLOW_LOGGING_LEVEL when it is imported.
@@ -22,28 +23,20 @@ def tracking_uri_for(tracking_spec) -> str:
     return tracking_spec.tracking_uri or paths.default_tracking_uri()
 
 
-def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
-
-
 class TrackedRun:
     """An MLflow run of one job. `create` opens it; workers reopen it with the run id."""
 
     def __init__(self, tracking_uri: str, run_id: str):
         self.tracking_uri = tracking_uri
         self.run_id = run_id
-        self.client = _client(tracking_uri)
+        self.client = client_for(tracking_uri)
 
     @classmethod
     def create(cls, tracking_uri: str, experiment: str, *, run_name: str, params: dict[str, str],
                texts: dict[str, str], tags: dict[str, str] | None = None) -> TrackedRun:
         from mlflow.entities import Param
 
-        client = _client(tracking_uri)
+        client = client_for(tracking_uri)
         found = client.get_experiment_by_name(experiment)
         if found is not None:
             experiment_id = found.experiment_id
@@ -58,7 +51,7 @@ class TrackedRun:
         for start in range(0, len(items), 100):
             client.log_batch(tracked.run_id, params=items[start:start + 100])
         for name, text in texts.items():
-            client.log_text(tracked.run_id, text, name)
+            tracked.log_text(text, name)
         return tracked
 
     @classmethod
@@ -86,7 +79,7 @@ class TrackedRun:
 
     def reopen(self) -> None:
         self.client.update_run(self.run_id, status="RUNNING")
-        self.client.set_tag(self.run_id, "resplat.resumed", "true")
+        self.client.set_tag(self.run_id, RESUMED_TAG, "true")
 
     @property
     def tags(self) -> dict[str, str]:
@@ -108,6 +101,9 @@ class TrackedRun:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
 
+    def log_text(self, text: str, artifact: str) -> None:
+        self.client.log_text(self.run_id, text, artifact)
+
     def log_model(self, model, input_example) -> str:
         """Log a torch model as `model` (pickled nn.Module); return its model URI."""
         import mlflow
@@ -116,16 +112,15 @@ class TrackedRun:
         mlflow.set_tracking_uri(self.tracking_uri)
         with mlflow.start_run(run_id=self.run_id):
             info = mlflow.pytorch.log_model(
-                model, name="model", input_example=input_example, serialization_format="pickle"
+                model, name=MODEL_ARTIFACT, input_example=input_example, serialization_format="pickle"
             )
         return info.model_uri
 
     def register(self, model_uri: str, name: str) -> str:
         """Register the model under `name`; return the new version."""
-        import mlflow
+        from resplat.tracking.registry import register
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        return mlflow.register_model(model_uri, name).version
+        return register(self.tracking_uri, model_uri, name)
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)

@@ -1,0 +1,39 @@
+"""The one way resplat opens an MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from resplat.errors import InputError
+
+
+def client_for(tracking_uri: str):
+    """An MlflowClient on `tracking_uri`; a SQLite store's folder is created when missing."""
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def open_store(tracking_uri: str):
+    """A client on a store that must already exist (for reading); InputError when a local one is absent."""
+    from mlflow.tracking import MlflowClient
+
+    location = local_store_path(tracking_uri)
+    if location is not None and not location.exists():
+        raise InputError(f"no MLflow store at {location} (tracking URI {tracking_uri})")
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def local_store_path(tracking_uri: str) -> Path | None:
+    """The file or folder a local tracking URI names; None for remote stores."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///"))
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    if parsed.scheme == "":
+        return Path(tracking_uri)
+    return None
