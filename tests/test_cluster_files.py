@@ -4,6 +4,7 @@ with the path of the problem, and `submit --dry-run --cluster` plans the worker 
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,23 @@ def test_dry_run_with_a_worker_no_node_type_fits_exits_2(imagenet_dir):
     assert "no node type can hold one worker of (8 CPU, 1 GPU)" in result.output
     assert "workers" not in result.output.split("error:")[0]  # refused before the plan is printed
     assert not (imagenet_dir / "home").exists()
+
+
+@pytest.mark.slow
+def test_the_autoscaler_adds_worker_nodes_for_a_demand_and_removes_them_when_idle(tmp_path):
+    """bench/autoscaling.py for real: cluster/local-autoscaling.yaml on Ray's fake_multinode provider, a head of
+    its own, two gpu1 nodes for a STRICT_SPREAD demand, both gone after the idle timeout, nothing left running."""
+    import psutil
+
+    out = tmp_path / "autoscaling.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "autoscaling.py"), "--out", str(out),
+                             "--idle-timeout-s", "5"], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                            check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    [record] = json.loads(out.read_text())
+    assert record["worker_nodes"] == {"before": 0, "during": 2, "after": 0}
+    assert record["worker_node_types"] == ["gpu1", "gpu1"]
+    assert 0 < record["seconds_to_first_worker_node"] <= record["seconds_to_all_bundles_placed"]
+    assert record["processes_left"] == 0
+    assert not any(record["temp_dir"] in " ".join(p.info["cmdline"] or ())
+                   for p in psutil.process_iter(["cmdline"]))
