@@ -181,10 +181,13 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen, last_shown, t0 = 0, 0.0, time.perf_counter()
+        # Data wait: time from the end of one step to the start of the next (the loader's turn).
+        step_end, window_start, window_step, data_wait = t0, t0, 0, 0.0
         steps_this_epoch = min(steps_per_epoch, plan.total_steps - step)
         for i, (images, labels) in enumerate(train_loader):
             if i >= steps_this_epoch:
                 break
+            data_wait += time.perf_counter() - step_end
             with autocast(spec.scaling, device):
                 logits = model(images)
                 loss = criterion(logits, labels)
@@ -197,21 +200,27 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
             seen += labels.numel()
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(dim=1) == labels).sum()
-            now = time.perf_counter()
-            if rank == 0 and (now - last_shown > PROGRESS_EVERY_S or i + 1 == steps_this_epoch):
+            now = step_end = time.perf_counter()
+            if now - last_shown > PROGRESS_EVERY_S or i + 1 == steps_this_epoch:
                 last_shown = now
+                window = max(now - window_start, 1e-9)
                 reporter.progress(Progress(
                     epoch=epoch + 1, epochs=epochs, step=i + 1, steps_per_epoch=steps_this_epoch,
                     global_step=step, total_steps=plan.total_steps, loss=loss.item(),
                     images_per_sec=seen * world / max(now - t0, 1e-9),
+                    worker_images_per_sec=seen / max(now - t0, 1e-9),
+                    step_seconds=window / max(i + 1 - window_step, 1),
+                    data_wait_fraction=min(data_wait / window, 1.0),
+                    lr=optimizer.param_groups[0]["lr"],
                 ))
+                window_start, window_step, data_wait = now, i + 1, 0.0
         train_seconds = time.perf_counter() - t0
-        if rank == 0:
-            reporter.progress(Progress(
-                epoch=epoch + 1, epochs=epochs, step=steps_this_epoch, steps_per_epoch=steps_this_epoch,
-                global_step=step, total_steps=plan.total_steps, loss=loss.item(),
-                images_per_sec=seen * world / max(train_seconds, 1e-9), phase="val",
-            ))
+        reporter.progress(Progress(
+            epoch=epoch + 1, epochs=epochs, step=steps_this_epoch, steps_per_epoch=steps_this_epoch,
+            global_step=step, total_steps=plan.total_steps, loss=loss.item(),
+            images_per_sec=seen * world / max(train_seconds, 1e-9), phase="val",
+            worker_images_per_sec=seen / max(train_seconds, 1e-9), lr=optimizer.param_groups[0]["lr"],
+        ))
         metrics = {
             "train_loss": _sum_over_workers(loss_sum.item(), device) / max(1, steps_this_epoch * world),
             "train_images": _sum_over_workers(seen, device),

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class Progress:
-    """A snapshot of where training is; sent by rank 0 a few times a second."""
+    """A snapshot of where training is; sent by every worker a few times a second."""
 
     epoch: int  # 1-based
     epochs: int
@@ -19,6 +19,10 @@ class Progress:
     loss: float
     images_per_sec: float  # summed over workers (estimated from rank 0)
     phase: str = "train"  # "train" or "val"
+    worker_images_per_sec: float = 0.0  # this worker alone, over the epoch so far
+    step_seconds: float = 0.0  # mean time per step since the previous snapshot
+    data_wait_fraction: float = 0.0  # share of that time spent waiting for the loader
+    lr: float = 0.0
 
 
 @dataclass(frozen=True)
