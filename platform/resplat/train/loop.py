@@ -56,16 +56,16 @@ def create_model(model_spec, scaling, device: torch.device) -> tuple[nn.Module, 
 
 def create_loaders(data_spec, *, batch_size: int, seed: int, device: torch.device, channels_last: bool):
     distributed = _world()[1] > 1
-    common = dict(
-        pipeline=data_spec.pipeline,
-        resolution=data_spec.resolution,
-        batch_size=batch_size,
-        num_workers=data_spec.loader_workers,
-        distributed=distributed,
-        seed=seed,
-        device=device,
-        channels_last=channels_last,
-    )
+    common = {
+        "pipeline": data_spec.pipeline,
+        "resolution": data_spec.resolution,
+        "batch_size": batch_size,
+        "num_workers": data_spec.loader_workers,
+        "distributed": distributed,
+        "seed": seed,
+        "device": device,
+        "channels_last": channels_last,
+    }
     train_loader = build_loader(
         data_spec.train, train=True, order=data_spec.order, os_cache=data_spec.os_cache, **common
     )
