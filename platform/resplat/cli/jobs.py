@@ -46,12 +46,19 @@ def list_(address: Address = None) -> None:
     from resplat.cluster import jobs_api
 
     target = _target(address)
+    columns = ("job id", "name", "kind", "status", "started", "duration", "MLflow run")
+    rows = [(row.job_id, row.name, row.kind, row.status, _started(row.start), _duration(row.duration),
+             row.run_id or "-") for row in jobs_api.list_jobs(target)]
+    if not console.is_terminal:  # a pipe or a log: one tab-separated line per job, nothing cut
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join(row))
+        return
     table = Table(title=f"jobs on {target.url}", title_justify="left")
-    for column in ("job id", "name", "kind", "status", "started", "duration", "MLflow run"):
-        table.add_column(column, overflow="fold")
-    for row in jobs_api.list_jobs(target):
-        table.add_row(row.job_id, row.name, row.kind, row.status, _started(row.start), _duration(row.duration),
-                      row.run_id or "-")
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("job id", "MLflow run"))
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

@@ -75,25 +75,51 @@ def tune_command(
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="SWEEP", help="Continue this interrupted sweep (name or parent run id).")] = None,
     address: Annotated[str | None, typer.Option(
-        help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")] = None,
+        metavar="URL", help="Submit the sweep to the Ray cluster whose dashboard is at URL (http://HEAD:8265). "
+        "Default: RAY_ADDRESS, else the cluster `resplat cluster up` recorded, else run here.")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="On a cluster: stream the sweep's progress (Ctrl-C detaches).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs.")] = False,
 ) -> None:
     """Sweep job fields with Ray Tune: every trial a tracked run, the best model registered."""
+    from resplat.cluster.address import resolve
     from resplat.sweep import load_space
 
+    target = resolve(address)
     sweep = load_space(space, job_override=job, overrides=set_ or [])
-    # torch and ray load only once the input is known to be good
-    from resplat.orchestrate.submit import prepare_data
-    from resplat.orchestrate.tune import run_sweep
     if samples is not None:
         sweep.space.samples = samples
+    if target is not None:
+        _submit_to_cluster(target, sweep, space=space, job=job, overrides=set_ or [], samples=samples,
+                           resume=resume, follow=follow)
+        return
+    # torch and ray load only once the input is known to be good
+    from resplat.orchestrate.submit import check_runnable, prepare_data
+    from resplat.orchestrate.tune import run_sweep
+
+    check_runnable(sweep.base_spec, address=None)
     metric = sweep.space.metric
     with DataProgress() as bars:  # prepared here, with bars; run_sweep then finds the .beton files cached
         prepare_data(sweep.base_spec.data, num_classes=sweep.base_spec.model.num_classes, progress=bars.factory)
     with Live(trials_table([], metric, f"sweep {sweep.space.name}: starting Ray..."),
-                                      console=console, refresh_per_second=2) as live:
+              console=console, refresh_per_second=2) as live:
         def show(views) -> None:
             live.update(trials_table(views, metric, f"sweep {sweep.space.name}"))
 
-        result = run_sweep(sweep, address=address, verbose=verbose, on_update=show, resume=resume)
+        result = run_sweep(sweep, address=None, verbose=verbose, on_update=show, resume=resume)
     print_sweep_summary(result)
+
+
+def _submit_to_cluster(target, sweep, *, space: str, job: Path | None, overrides: list[str], samples: int | None,
+                       resume: str | None, follow: bool) -> None:
+    from resplat.cli.jobs import follow_job
+    from resplat.cluster.remote import submit_sweep
+
+    job_id = submit_sweep(target, sweep, space=space, job=str(job) if job else None, overrides=overrides,
+                          samples=samples, resume=resume)
+    console.print(f"submitted sweep [bold]{job_id}[/] to {escape(target.describe())}", soft_wrap=True)
+    if follow:
+        follow_job(target, job_id)
+        return
+    console.print(f"  follow:  resplat jobs logs {job_id} --follow\n  stop:    resplat jobs stop {job_id}",
+                  soft_wrap=True, markup=False)

@@ -90,7 +90,9 @@ def run_tune(payload: dict) -> None:
     from resplat.orchestrate.tune import run_sweep
     from resplat.sweep import load_space
 
-    sweep = load_space(payload["space"], overrides=payload.get("overrides", []))
+    job = payload.get("job")
+    sweep = load_space(payload["space"], job_override=Path(job) if job else None,
+                       overrides=payload.get("overrides", []))
     if payload.get("samples"):
         sweep.space.samples = payload["samples"]
     shown: dict[str, tuple] = {}

@@ -160,22 +160,25 @@ def start(*, autoscaling_config: Path | None = None, dashboard_port: int | None 
             tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
             raise RunError(f"ray start exited with code {process.returncode}; last lines of {log_path}:\n"
                            + "\n".join(tail))
-        if _answers(head.url, timeout=1.0) and _jobs_api_ready(head):
+        if _answers(head.url, timeout=1.0) and _ready(head):
             return head, True
         time.sleep(0.5)
     stop(head)
     raise RunError(f"the Ray head did not answer within {START_TIMEOUT_S:.0f} s; see {log_path}")
 
 
-def _jobs_api_ready(head: RecordedHead) -> bool:
+def _ready(head: RecordedHead) -> bool:
+    """The Jobs API answers and the state API lists this head as an alive node."""
     from resplat.cluster.address import auth_headers
 
-    request = urllib.request.Request(head.url + "/api/jobs/", headers=auth_headers())
     try:
-        with urllib.request.urlopen(request, timeout=2.0):
-            return True
+        for path in ("/api/jobs/", "/api/v0/nodes?detail=false"):
+            request = urllib.request.Request(head.url + path, headers=auth_headers())
+            with urllib.request.urlopen(request, timeout=2.0) as response:
+                answer = response.read()
     except (urllib.error.URLError, OSError):
         return False
+    return b'"ALIVE"' in answer
 
 
 def add_process(head: RecordedHead, name: str, pid: int) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import re
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ DRIVER_ENTRYPOINT = "python -m resplat.cluster.driver"
 RUN_LINE = "resplat: MLflow run "
 RUN_ID = re.compile(re.escape(RUN_LINE) + r"([0-9a-f]{32})")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-# Never shipped: local state, environments, data; .gitignore is honoured too.
-EXCLUDES = [".resplat", ".venv", ".git", "*.beton", "*.tar.gz", "__pycache__", ".pytest_cache", "mlruns"]
 METADATA_JOB = "resplat.job"
 METADATA_KIND = "resplat.kind"
 METADATA_SPEC_SHA = "resplat.spec_sha256"
@@ -58,7 +55,7 @@ def _client(target: ClusterTarget):
     from ray.job_submission import JobSubmissionClient
 
     # The SDK logs each packaging step and ignored file at INFO/WARNING: not the user's business.
-    for name in ("ray", "ray._private.runtime_env", "ray.dashboard"):
+    for name in ("ray", "ray._private.runtime_env", "ray.dashboard", "ray.dashboard.modules.job.sdk"):
         logging.getLogger(name).setLevel(logging.ERROR)
     check_reachable(target)
     return JobSubmissionClient(target.url, headers=auth_headers())
@@ -69,40 +66,23 @@ def submission_id(name: str) -> str:
 
 
 def submit(target: ClusterTarget, *, name: str, kind: str, payload: dict, spec_sha256: str) -> str:
-    """Submit a driver run of `payload` under a readable id; return the id."""
-    root = paths.checkout_root()
-    runtime_env: dict = {"env_vars": {DRIVER_ENV: json.dumps(payload), "RAY_TRAIN_V2_ENABLED": "1",
-                                      "RAY_JOB_STOP_WAIT_TIME_S": "30"}}
-    if root is not None:
-        runtime_env.update(working_dir=str(root), excludes=EXCLUDES)
-        runtime_env["env_vars"]["PYTHONPATH"] = "platform"
+    """Submit a driver run of `payload` under a readable id, with this checkout's code; return the id."""
+    import tempfile
+
+    from resplat.cluster.package import build
+
     client = _client(target)
+    env_vars = {DRIVER_ENV: json.dumps(payload), "RAY_TRAIN_V2_ENABLED": "1", "RAY_JOB_STOP_WAIT_TIME_S": "30"}
     job_id = submission_id(name)
-    try:
-        return client.submit_job(
-            entrypoint=DRIVER_ENTRYPOINT, submission_id=job_id, runtime_env=runtime_env,
-            metadata={METADATA_JOB: name, METADATA_KIND: kind, METADATA_SPEC_SHA: spec_sha256},
-        )
-    except ValueError as error:
-        if "exceeds the maximum size" in str(error):
-            raise InputError(f"the project folder {root} is too big to ship as the job's working_dir "
-                             f"({str(error).split('. ')[0]}); largest files: {_largest_files(root)}. "
-                             "Add them to .gitignore or keep data outside the project") from None
-        raise
-
-
-def _largest_files(root: Path | None, count: int = 3) -> str:
-    if root is None:
-        return "?"
-    try:
-        listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True,
-                                text=True, timeout=30, check=True).stdout.splitlines()
-        files = [root / name for name in listed]
-    except (OSError, subprocess.SubprocessError):
-        files = [p for p in root.rglob("*") if p.is_file() and not any(
-            part in (".git", ".venv", ".resplat") for part in p.relative_to(root).parts)]
-    sized = sorted(((p.stat().st_size, p) for p in files if p.is_file()), reverse=True)[:count]
-    return ", ".join(f"{p.relative_to(root)} ({size / 2**20:.1f} MiB)" for size, p in sized)
+    metadata = {METADATA_JOB: name, METADATA_KIND: kind, METADATA_SPEC_SHA: spec_sha256}
+    root = paths.checkout_root()
+    with tempfile.TemporaryDirectory() as folder:
+        runtime_env: dict = {"env_vars": env_vars}
+        if root is not None:  # else resplat must be installed on the cluster
+            runtime_env["working_dir"] = str(build(root, Path(folder) / f"{job_id}.zip"))
+            env_vars["PYTHONPATH"] = "platform"
+        return client.submit_job(entrypoint=DRIVER_ENTRYPOINT, submission_id=job_id, runtime_env=runtime_env,
+                                 metadata=metadata)
 
 
 def _row(job, run_id: str | None = None) -> JobRow:

@@ -29,10 +29,15 @@ def submit_job(target: ClusterTarget, spec, *, source: str, text: str, overrides
     return jobs_api.submit(target, name=spec.name, kind="job", payload=payload, spec_sha256=_sha(text, overrides))
 
 
-def submit_sweep(target: ClusterTarget, sweep, *, space: str, overrides: list[str], samples: int | None,
-                 resume: str | None) -> str:
+def submit_sweep(target: ClusterTarget, sweep, *, space: str, job: str | None, overrides: list[str],
+                 samples: int | None, resume: str | None) -> str:
+    """Submit the sweep's driver; the space and base job are read again on the cluster."""
+    from resplat.orchestrate.submit import check_runnable
+
     check_reachable(target)
-    payload = {"command": "tune", "space": space, "overrides": list(overrides), "samples": samples,
+    if on_this_machine(target) and not resume:
+        check_runnable(sweep.base_spec, address="auto")
+    payload = {"command": "tune", "space": space, "job": job, "overrides": list(overrides), "samples": samples,
                "resume": resume}
     return jobs_api.submit(target, name=sweep.space.name, kind="sweep", payload=payload,
                            spec_sha256=_sha(sweep.text, overrides))

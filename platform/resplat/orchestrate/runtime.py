@@ -11,15 +11,16 @@ import warnings
 from collections.abc import Callable, Iterator
 
 from resplat import paths
-from resplat.errors import InputError, RunError
+from resplat.errors import RunError
 
 
-def check_local_capacity(scaling) -> None:
-    """A local run must fit this machine: fail before Ray starts when it cannot."""
+def local_capacity_problems(scaling) -> list[str]:
+    """Why a local run of `scaling` cannot fit this machine (empty when it fits)."""
+    problems = []
     cpus = os.cpu_count() or 1
     needed = scaling.num_workers * scaling.cpus_per_worker
     if needed > cpus:
-        raise InputError(
+        problems.append(
             f"scaling asks for {scaling.num_workers} workers x {scaling.cpus_per_worker} CPUs = {needed} CPUs, "
             f"but this machine has {cpus}; lower scaling.num_workers or scaling.cpus_per_worker "
             "(--set scaling.cpus_per_worker=1), or submit to a cluster with --address"
@@ -28,10 +29,11 @@ def check_local_capacity(scaling) -> None:
         import torch
 
         if torch.cuda.device_count() < scaling.num_workers:
-            raise InputError(
+            problems.append(
                 f"scaling.use_gpu is true with {scaling.num_workers} workers, but this machine has "
                 f"{torch.cuda.device_count()} GPUs; set scaling.use_gpu=false or submit to a GPU cluster"
             )
+    return problems
 
 
 def _quiet_ray_logging(verbose: bool) -> None:
@@ -59,16 +61,17 @@ def _quiet_ray_logging(verbose: bool) -> None:
 
 
 def start_ray(*, address: str | None, verbose: bool = False) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray on this machine."""
+    """With no address, start a Ray of our own on this machine (never a cluster some earlier
+    `ray start` left behind); "auto" joins the cluster this process runs in (a Ray job's driver)."""
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     _quiet_ray_logging(verbose)
-    target = address or os.environ.get("RAY_ADDRESS") or None
-    if not os.environ.get("RAY_ADDRESS"):
-        os.environ.pop("RAY_ADDRESS", None)  # ray.init reads it too; an empty one is an error there
+    target = address or "local"
+    if target == "local":
+        os.environ.pop("RAY_ADDRESS", None)  # Train and Tune must not go looking for another cluster
     try:
         ray.init(
             address=target,
@@ -83,7 +86,7 @@ def start_ray(*, address: str | None, verbose: bool = False) -> None:
 
 @contextlib.contextmanager
 def ctrl_c_as_flag(on_first: Callable[[], None] = lambda: None) -> Iterator[threading.Event]:
-    """While inside: the first Ctrl-C sets the yielded flag (and calls `on_first`); a second one
+    """While inside: the first Ctrl-C (or SIGTERM) sets the yielded flag (and calls `on_first`); a second one
     raises KeyboardInterrupt. Drivers poll the flag: a KeyboardInterrupt raised inside ray.get or
     MLflow calls can be swallowed there, and the run would carry on. Signals reach only the main
     thread; elsewhere the flag is never set."""
@@ -98,8 +101,10 @@ def ctrl_c_as_flag(on_first: Callable[[], None] = lambda: None) -> Iterator[thre
         interrupted.set()
         on_first()
 
-    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    # SIGTERM too: `kill`, a supervisor, or Ray stopping a job (`resplat jobs stop`) ask the same.
+    previous = {signum: signal.signal(signum, on_ctrl_c) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield interrupted
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -263,7 +263,7 @@ def _train_and_log(spec: JobSpec, run, *, started: float, address, verbose, on_u
         wall = time.perf_counter() - started
         run.log_metrics({WALL_SECONDS_METRIC: wall}, step=outcome.final_state["epoch"])
         run.set_tags({WORKER_GROUP_RESTARTS_TAG: str(outcome.restarts)})
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (Ray's handler exits after ray.init)
         checkpointed = [e["epoch"] for e in seen if e["epoch"] % spec.checkpoint.every_epochs == 0]
         run.set_tags({LAST_CHECKPOINT_EPOCH_TAG: str(max(checkpointed, default=0))})
         run.end("KILLED")
