@@ -165,14 +165,15 @@ def provenance() -> dict:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                             check=False).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "bench", "cluster"], cwd=REPO,
-                           capture_output=True, text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "bench/autoscaling.py",
+                            "cluster"], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()}: {os.cpu_count()} CPUs, {platform.platform()}, Python "
                    f"{platform.python_version()}, Ray {ray.__version__}",
+        "load_average_1min_at_start": round(os.getloadavg()[0], 1),  # other work on the machine slows Ray's start-ups
         "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/autoscaling.py", *sys.argv[1:]]),
-        "commit": commit + ("+uncommitted bench/ or cluster/" if dirty else ""),
+        "commit": commit + ("+uncommitted bench/autoscaling.py or cluster/" if dirty else ""),
     }
 
 
