@@ -114,6 +114,28 @@ def test_kuberay_keys_are_checked_everywhere_plain_jsonschema_lets_them_through(
     assert "metadata.nmae: unknown key; did you mean 'name'?" in problems and "metadata.name: missing" in problems
 
 
+def test_unknown_keys_pass_only_where_the_schema_preserves_them():
+    from resplat.cluster.validate import unknown_key_problems
+
+    schema = {"type": "object", "properties": {
+        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "labels": {"type": "object", "additionalProperties": {"type": "object", "properties": {"a": {}}}},
+        "items": {"type": "array", "items": {"type": "object", "properties": {"name": {}}}},
+    }}
+    doc = {"free": {"anything": {"goes": 1}}, "labels": {"x": {"a": 1, "b": 2}}, "items": [{"name": 1}, {"nme": 2}]}
+    assert unknown_key_problems(doc, schema, []) == [
+        "labels.x.b: unknown key", "items[1].nme: unknown key; did you mean 'name'?"]
+
+
+def test_paths_quote_node_type_names_with_dots(tmp_path):
+    def misspell_head_key(doc):
+        doc["available_node_types"]["ray.head.default"]["node_confg"] = {}
+
+    problems = validate_cluster_file(write_broken(tmp_path, "local-autoscaling.yaml", misspell_head_key))
+    assert problems == [('available_node_types["ray.head.default"].node_confg: unknown key; did you mean '
+                        "'node_config'?")]
+
+
 def test_yaml_errors_and_foreign_kinds_are_one_line_each(tmp_path):
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("cluster_name: x\nprovider: [aws\nmax_workers: 2\n")
