@@ -29,16 +29,15 @@ if TYPE_CHECKING:
         IMAGENET_MEAN,
         IMAGENET_STD,
         build_loader,
-        train_batches_per_epoch,
-        validation_shard,
     )
+    from resplat.data.sharding import train_batches_per_epoch, validation_shard
 
 _HOME = {
     "resplat.data.beton": ("BetonInfo", "WriteOptions", "cached_beton", "count_images", "list_image_folder",
                            "read_beton_info", "sidecar_path", "write_beton"),
     "resplat.data.cifar10": ("CIFAR10_CLASSES", "ensure_cifar10"),
-    "resplat.data.loaders": ("CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "build_loader",
-                             "train_batches_per_epoch", "validation_shard"),
+    "resplat.data.loaders": ("CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "build_loader"),
+    "resplat.data.sharding": ("train_batches_per_epoch", "validation_shard"),
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
 

@@ -8,6 +8,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from resplat import paths
 from resplat.data.atomic import exclusive_lock
 from resplat.errors import DataError
 
@@ -30,8 +31,9 @@ EXPORT_JPEG_QUALITY = 75
 
 
 def default_shared_archive() -> Path:
-    """``../shared/data/cifar10-jpeg.tar.gz`` from the current directory (the repository root)."""
-    return Path.cwd().parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+    """``../shared/data/cifar10-jpeg.tar.gz`` beside the resplat checkout (else beside the current folder)."""
+    root = paths.checkout_root() or Path.cwd()
+    return root.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
 def is_complete(root: Path) -> bool:

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 import torch
 
 from resplat.data.pipelines import (
@@ -18,6 +17,7 @@ from resplat.data.pipelines import (
     image_pipeline,
     label_pipeline,
 )
+from resplat.data.sharding import validation_shard
 from resplat.errors import DataError
 
 if TYPE_CHECKING:
@@ -56,23 +56,6 @@ def _distributed_rank_and_world() -> tuple[int, int] | None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return None
-
-
-def train_batches_per_epoch(num_images: int, num_workers: int, batch_size: int) -> int:
-    """Batches each worker's train loader yields per epoch: ceil(N / world) samples (the
-    distributed order pads), full batches only (train loaders drop the last partial batch)."""
-    return -(-num_images // num_workers) // batch_size
-
-
-def validation_shard(num_samples: int, rank: int, world_size: int) -> np.ndarray:
-    """Sample indices rank ``rank`` reads in distributed sequential order.
-
-    Rank r gets samples r, r + world_size, r + 2 * world_size, ... (the same
-    interleaving as torch's DistributedSampler) but without its padding: the
-    shards are disjoint and their union is the whole set, so shard sizes differ
-    by at most one.
-    """
-    return np.arange(rank, num_samples, world_size, dtype=np.uint64)
 
 
 def _check_arguments(
