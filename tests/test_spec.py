@@ -141,14 +141,26 @@ def test_cli_bad_spec_exits_2_with_no_traceback_and_no_side_effects(tmp_path, da
     assert not home.exists()
 
 
-def test_cli_validate_prints_the_resolved_spec(tmp_path, data_dirs):
-    result = run_cli("validate", str(write(tmp_path, minimal(data_dirs))), "--set", "optim.lr=0.2")
+def test_cli_validate_prints_the_resolved_spec(tmp_path, cifar_subset):
+    job = write(tmp_path, minimal((cifar_subset / "train", cifar_subset / "test")))
+    result = run_cli("validate", str(job), "--set", "optim.lr=0.2")
     assert result.returncode == 0, result.stderr
     assert "lr: 0.2" in result.stdout and "shortcut: A" in result.stdout
 
 
+def test_cli_validate_refuses_what_submit_would(tmp_path, cifar_subset, data_dirs):
+    job = write(tmp_path, minimal((cifar_subset / "train", cifar_subset / "test")))
+    classes = run_cli("validate", str(job), "--set", "model.num_classes=1000")
+    assert classes.returncode == 2 and "has 10 classes but model.num_classes is 1000" in classes.stderr
+    too_small = run_cli("validate", str(job), "--set", "optim.batch_size=512")
+    assert too_small.returncode == 2 and "less than one batch of 512" in too_small.stderr
+    empty = run_cli("validate", str(write(tmp_path, minimal(data_dirs))))
+    assert empty.returncode == 2 and "no image" in empty.stderr
+    assert "Traceback" not in classes.stderr + too_small.stderr + empty.stderr
+
+
 def test_cli_dry_run_prints_the_plan(tmp_path, data_dirs):
     result = run_cli("submit", str(write(tmp_path, minimal(data_dirs))), "--dry-run", "--set", "scaling.num_workers=2")
-    assert result.returncode == 0, result.stderr
-    assert "128 per worker, 256 global" in result.stdout
+    assert "128 per worker, 256 global" in result.stdout  # the plan, then what submit would refuse
     assert "steps  unknown:" in result.stdout and "no image" in result.stdout  # empty class folders
+    assert result.returncode == 2 and "no image" in result.stderr

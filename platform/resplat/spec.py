@@ -30,7 +30,6 @@ from resplat import paths
 from resplat.errors import SpecError
 from resplat.models import check_architecture
 
-
 # Validation context key: the data paths are checked on the cluster the job runs on, not here.
 PATHS_ELSEWHERE = "paths_elsewhere"
 
@@ -209,6 +208,28 @@ class TrackingSpec(Section):
     register_as: str | None = Field(None, description="Register the final model under this name.")
 
 
+class StorageSpec(Section):
+    """Where the run's checkpoints and prepared .beton files live (every node must reach it)."""
+
+    uri: str | None = Field(
+        None, description="A local or shared folder, or an object store URI (s3://bucket/prefix, gs://...; "
+        "pyarrow options such as ?endpoint_override=HOST:PORT&scheme=http pass through). Default: RESPLAT_HOME.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, uri: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        from resplat.storage import OBJECT_STORES
+
+        scheme = urlsplit(uri).scheme if uri else ""
+        if scheme and scheme != "file" and scheme not in OBJECT_STORES:
+            raise ValueError(f"{uri}: unknown scheme {scheme!r}; give a folder or one of "
+                             f"{', '.join(s + '://' for s in OBJECT_STORES)}")
+        return uri
+
+
 class JobSpec(Section):
     """A resplat training job."""
 
@@ -222,6 +243,7 @@ class JobSpec(Section):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     failure: FailureSpec = Field(default_factory=FailureSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
 
     @model_validator(mode="after")
     def _supported_by_ffcv(self) -> JobSpec:
@@ -318,9 +340,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> list[str]:
             problems.append(f"--set {unknown}")
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value, duplicates = parse_yaml_text(text) if text.strip() else (None, [])
         except yaml.YAMLError:
-            value = text
+            value, duplicates = text, []
+        if duplicates:
+            problems.append(f"--set {item!r}: {duplicates[0].split(': ', 1)[1]}")
+            continue
         node = raw
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):

@@ -67,6 +67,22 @@ def load_submitted(payload: dict):
         return load_job(path, payload["overrides"])
 
 
+def warn_if_tracking_is_node_local(spec) -> None:
+    """Rank 0 logs to MLflow from whichever node it lands on: a SQLite file must be on every node."""
+    import ray
+
+    from resplat.orchestrate.runtime import start_ray
+    from resplat.tracking import tracking_uri_for
+
+    uri = tracking_uri_for(spec.tracking)
+    start_ray(address="auto")
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    if uri.startswith("sqlite:") and nodes > 1:
+        say(f"warning: tracking store {uri} is a file on this node, and the cluster has {nodes} nodes: "
+            "workers on other nodes log there only through a shared filesystem. Give tracking.tracking_uri "
+            "(or MLFLOW_TRACKING_URI) a server every node reaches: resplat tracking serve")
+
+
 def run_submit(payload: dict) -> None:
     from resplat.orchestrate import submit as service
 
@@ -77,6 +93,7 @@ def run_submit(payload: dict) -> None:
     else:
         spec = load_submitted(payload)
         service.check_runnable(spec, address="auto")
+        warn_if_tracking_is_node_local(spec)
         prepared = service.prepare_data(spec.data, num_classes=spec.model.num_classes, progress=data_progress)
         result = service.submit(spec, prepared=prepared, spec_text=payload["text"], address="auto",
                                 on_update=EpochLines(), on_run=lambda run_id: say(f"{RUN_LINE}{run_id}"))

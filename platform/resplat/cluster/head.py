@@ -103,6 +103,24 @@ def _free_port(preferred: int | None = None) -> int:
     raise RunError("no free port on 127.0.0.1")
 
 
+def _node_ip() -> str:
+    """The address Ray gives this node (its GCS listens there, not on 127.0.0.1)."""
+    from ray._private.services import get_node_ip_address
+
+    return get_node_ip_address()
+
+
+def _with_gcs_address(config: Path, folder: Path, gcs_address: str) -> Path:
+    """A copy of a fake_multinode file whose provider reaches this head's GCS (its port is not 6379)."""
+    import yaml
+
+    data = yaml.safe_load(config.read_text())
+    data.setdefault("provider", {})["gcs_address"] = gcs_address
+    effective = folder / "autoscaling.yaml"
+    effective.write_text(yaml.safe_dump(data, sort_keys=False))
+    return effective
+
+
 def _ray_executable() -> str:
     return shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray") or "ray"
 
@@ -141,15 +159,17 @@ def start(*, autoscaling_config: Path | None = None, dashboard_port: int | None 
         "RAY_TRAIN_V2_ENABLED": "1",
     }
     env.pop("RAY_ADDRESS", None)
+    node_ip = _node_ip()
     if autoscaling_config is not None:
-        command.append(f"--autoscaling-config={autoscaling_config.absolute()}")
+        effective = _with_gcs_address(autoscaling_config, Path(temp_dir), f"{node_ip}:{gcs_port}")
+        command.append(f"--autoscaling-config={effective}")
         command.append("--num-cpus=0")  # the head only schedules; the autoscaler adds the workers
         env["RAY_FAKE_CLUSTER"] = "1"
     log_path = logs / "ray-head.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=home)
-    head = RecordedHead(url=f"http://127.0.0.1:{port}", gcs_address=f"127.0.0.1:{gcs_port}", pid=process.pid,
+    head = RecordedHead(url=f"http://127.0.0.1:{port}", gcs_address=f"{node_ip}:{gcs_port}", pid=process.pid,
                         temp_dir=temp_dir, home=str(home), started=time.time(),
                         autoscaling_config=str(autoscaling_config.absolute()) if autoscaling_config else None)
     _record(head)

@@ -179,6 +179,10 @@ def _source_summary(source: Path) -> tuple[int, list[str]]:
 
 def check_runnable(spec: JobSpec, *, address: str | None) -> None:
     """Raise one InputError listing every problem of `problems_before_start` (local when no address)."""
+    from resplat.tracking import tracking_uri_for
+    from resplat.tracking.server import check_tracking_reachable
+
+    check_tracking_reachable(tracking_uri_for(spec.tracking))
     problems = problems_before_start(spec, local=address is None)
     if problems:
         raise InputError(f"job {spec.name} cannot run:\n" + "\n".join(f"  - {p}" for p in problems))

@@ -10,12 +10,12 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from resplat import paths
 from resplat.errors import RunError
 from resplat.orchestrate.progress_board import ProgressBoard
 from resplat.orchestrate.runtime import ctrl_c_as_flag
 from resplat.orchestrate.worker import load_state, train_loop_per_worker
 from resplat.spec import JobSpec
+from resplat.storage import ray_storage_path
 from resplat.tracking import TrackedRun
 
 POLL_S = 0.25
@@ -44,7 +44,7 @@ def build_trainer(spec: JobSpec, *, config: dict, run_name: str, callbacks: list
         ),
         run_config=RunConfig(
             name=run_name,
-            storage_path=str(paths.ray_results_dir()),
+            storage_path=ray_storage_path(spec.storage.uri),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=spec.checkpoint.keep,
                 checkpoint_score_attribute="val_top1" if keep_best else None,
@@ -63,14 +63,17 @@ def run_training(
     run_name: str,
     on_update: Callable[[object, list[dict]], None] = lambda progress, epochs: None,
     callbacks: list | None = None,
+    data_sources: dict[str, tuple[str, str]] | None = None,
 ) -> TrainOutcome:
-    """Fit `spec` on the connected Ray cluster; call `on_update` while it trains."""
+    """Fit `spec` on the connected Ray cluster; call `on_update` while it trains.
+    `data_sources`: {"train"/"val": (object store URI, sha256)} that workers copy to their node."""
     board = ProgressBoard.remote()
     config = {
         "spec": spec.model_dump(mode="json"),
         "run_id": run.run_id if run else None,
         "tracking_uri": run.tracking_uri if run else None,
         "board": board,
+        "data_sources": data_sources,
     }
     trainer = build_trainer(spec, config=config, run_name=run_name, callbacks=callbacks)
     outcome: dict = {}

@@ -81,10 +81,20 @@ class RayReporter:
         self.gauges.inc(m.CHECKPOINTS)
 
 
+def _on_this_node(spec: JobSpec, sources: dict[str, tuple[str, str]]) -> JobSpec:
+    """The spec with its .beton files copied from object storage to this node's cache."""
+    from resplat.storage import localize
+
+    local = {split: localize(uri, sha256) for split, (uri, sha256) in sources.items()}
+    return spec.model_copy(update={"data": spec.data.model_copy(update=local)})
+
+
 def train_loop_per_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank = context.get_world_rank()
     spec = JobSpec.model_validate(config["spec"])
+    if config.get("data_sources"):
+        spec = _on_this_node(spec, config["data_sources"])
     run = TrackedRun(config["tracking_uri"], config["run_id"]) if rank == 0 and config.get("run_id") else None
     checkpoint = ray.train.get_checkpoint()
     resume = load_state(checkpoint) if checkpoint is not None else None
