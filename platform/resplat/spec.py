@@ -212,8 +212,10 @@ class StorageSpec(Section):
     """Where the run's checkpoints and prepared .beton files live (every node must reach it)."""
 
     uri: str | None = Field(
-        None, description="A local or shared folder, or an object store URI (s3://bucket/prefix, gs://...; "
-        "pyarrow options such as ?endpoint_override=HOST:PORT&scheme=http pass through). Default: RESPLAT_HOME.",
+        default_factory=lambda: os.environ.get("RESPLAT_STORAGE_URI") or None, validate_default=True,
+        description="A local or shared folder, or an object store URI (s3://bucket/prefix, gs://...; "
+        "pyarrow options such as ?endpoint_override=HOST:PORT&scheme=http pass through). Default: the "
+        "cluster's RESPLAT_STORAGE_URI, else RESPLAT_HOME.",
     )
 
     @field_validator("uri")

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from resplat import paths
-from resplat.cli import cluster, data, jobs, models
+from resplat.cli import cluster, data, jobs, models, runs, tracking
 from resplat.cli.display import DataProgress, TrainingDisplay, console, print_summary
 from resplat.cli.errors import HELP_OPTIONS, examples, plain_usage_names, reports_errors, set_debug
 from resplat.cli.report import report_command
@@ -27,6 +27,8 @@ app.add_typer(cluster.app, name="cluster")
 app.add_typer(data.app, name="data")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
+app.add_typer(runs.app, name="runs")
+app.add_typer(tracking.app, name="tracking")
 app.command("report")(report_command)
 app.command("tune")(tune_command)
 
@@ -91,7 +93,8 @@ def schema() -> None:
 @app.command()
 @reports_errors
 def submit(
-    job: Annotated[Path, typer.Argument(metavar="JOB.yaml", help="Job spec YAML file.", show_default=False)],
+    job: Annotated[Path | None, typer.Argument(metavar="JOB.yaml", help="Job spec YAML file (or --from-run).",
+                                               show_default=False)] = None,
     set_: Overrides = None,
     dry_run: Annotated[bool, typer.Option(help="Validate and print the plan; start nothing.")] = False,
     address: Annotated[str | None, typer.Option(
@@ -106,18 +109,29 @@ def submit(
     cluster: Annotated[Path | None, typer.Option(
         metavar="CLUSTER.yaml", help="A cluster file (cluster/aws-gpu.yaml, a KubeRay manifest): which node type "
         "and how many nodes the workers need; refused when no node type fits a worker.")] = None,
+    from_run: Annotated[str | None, typer.Option(
+        metavar="RUN_ID", help="Train again with the resolved spec this MLflow run recorded (a new run, "
+        "tagged resplat.from_run); instead of JOB.yaml.")] = None,
 ) -> None:
     """Train the model a job spec describes, track it in MLflow, log the final model.
 
     With a cluster (--address, RAY_ADDRESS or `resplat cluster up`) the job is submitted through
     Ray's Jobs API and outlives the terminal; otherwise it trains here.
     """
-    from resplat.cluster.address import resolve
+    from resplat.cluster.address import local_ray_address, resolve
     from resplat.cluster.capacity import plan_nodes
     from resplat.cluster.remote import on_this_machine
     from resplat.orchestrate import submit as service
     from resplat.spec import load_job
 
+    if (job is None) == (from_run is None):
+        from resplat.errors import InputError
+
+        raise InputError("give a JOB.yaml or --from-run RUN_ID (one of them)")
+    if from_run is not None:
+        from resplat.tracking.lineage import job_file_from_run
+
+        job = job_file_from_run(from_run)
     target = resolve(address)
     spec = load_job(job, set_ or [], paths_elsewhere=target is not None and not on_this_machine(target))
     nodes = plan_nodes(spec.scaling, cluster) if cluster else None
@@ -133,19 +147,29 @@ def submit(
     if target is not None:
         _submit_to_cluster(target, spec, job, set_ or [], resume=resume, follow=follow)
         return
+    here = local_ray_address()  # None: a Ray of our own; "auto": the Ray job we run in
     if resume:
         with TrainingDisplay(spec.name) as display:
             result = service.resume(resume, tracking_uri=spec.tracking.tracking_uri, expect_job=spec.name,
-                                    address=None, verbose=verbose, on_update=display.update)
+                                    address=here, verbose=verbose, on_update=display.update)
         print_summary(result)
         return
-    service.check_runnable(spec, address=None)
+    service.check_runnable(spec, address=here)
     with DataProgress() as bars:
         prepared = service.prepare_data(spec.data, num_classes=spec.model.num_classes, progress=bars.factory)
     with TrainingDisplay(spec.name) as display:
-        result = service.submit(spec, prepared=prepared, spec_text=job.read_text(), address=None,
-                                verbose=verbose, on_update=display.update)
+        result = service.submit(spec, prepared=prepared, spec_text=job.read_text(), address=here,
+                                verbose=verbose, on_update=display.update, on_run=_from_run_tagger(from_run, spec))
     print_summary(result)
+
+
+def _from_run_tagger(from_run: str | None, spec):
+    """Tags the new run with the run it re-runs (`--from-run`); None otherwise."""
+    if from_run is None:
+        return None
+    from resplat.tracking.lineage import mark_from_run
+
+    return lambda run_id: mark_from_run(spec.tracking.tracking_uri, run_id, from_run)
 
 
 def _submit_to_cluster(target, spec, job: Path, overrides: list[str], *, resume: str | None, follow: bool) -> None:

@@ -82,7 +82,7 @@ def tune_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs.")] = False,
 ) -> None:
     """Sweep job fields with Ray Tune: every trial a tracked run, the best model registered."""
-    from resplat.cluster.address import resolve
+    from resplat.cluster.address import local_ray_address, resolve
     from resplat.sweep import load_space
 
     target = resolve(address)
@@ -97,7 +97,7 @@ def tune_command(
     from resplat.orchestrate.submit import check_runnable, prepare_data
     from resplat.orchestrate.tune import run_sweep
 
-    check_runnable(sweep.base_spec, address=None)
+    check_runnable(sweep.base_spec, address=local_ray_address())
     metric = sweep.space.metric
     with DataProgress() as bars:  # prepared here, with bars; run_sweep then finds the .beton files cached
         prepare_data(sweep.base_spec.data, num_classes=sweep.base_spec.model.num_classes, progress=bars.factory)
@@ -106,7 +106,7 @@ def tune_command(
         def show(views) -> None:
             live.update(trials_table(views, metric, f"sweep {sweep.space.name}"))
 
-        result = run_sweep(sweep, address=None, verbose=verbose, on_update=show, resume=resume)
+        result = run_sweep(sweep, address=local_ray_address(), verbose=verbose, on_update=show, resume=resume)
     print_sweep_summary(result)
 
 

@@ -89,10 +89,25 @@ def check_reachable(target: ClusterTarget) -> None:
     request_json(target.url, "/api/jobs/")
 
 
+def inside_ray_job() -> bool:
+    """True in the entrypoint of a Ray job (a KubeRay RayJob, `ray job submit`): Ray sets this variable."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def local_ray_address() -> str | None:
+    """The address a job that trains in this process gives Ray: inside a Ray job, the cluster it runs in
+    ("auto"); elsewhere None, a Ray of its own."""
+    return "auto" if inside_ray_job() else None
+
+
 def resolve(address: str | None, *, allow_local: bool = True) -> ClusterTarget | None:
-    """The cluster to use, or None to run locally. A recorded cluster that is gone is an InputError."""
+    """The cluster to use, or None to run in this process. A recorded cluster that is gone is an
+    InputError. Inside a Ray job, with no --address, the job trains in place (RAY_ADDRESS there
+    is the cluster's own GCS address, not a Jobs API)."""
     from resplat.cluster import head
 
+    if not address and inside_ray_job():
+        return _none_or_error(allow_local)
     if address:
         return ClusterTarget(dashboard_url(address), "--address")
     env = os.environ.get("RAY_ADDRESS", "").strip()
