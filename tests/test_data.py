@@ -279,7 +279,11 @@ def test_ensure_cifar10_incomplete_archive_leaves_nothing(tmp_path, train_dir):
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match="complete layout"):
         ensure_cifar10(cache, archive)
-    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
+    assert not cache.exists()  # the folder this call made is gone with its lock
+    (cache / "kept").mkdir(parents=True)
+    with pytest.raises(DataError, match="complete layout"):
+        ensure_cifar10(cache, archive)
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == ["kept"]
 
 
 def test_ensure_cifar10_exports_torchvision_download_without_archive(tmp_path, monkeypatch):

@@ -246,3 +246,24 @@ def test_cli_latency_bench_reduced_mode(tmp_path):
                                                            "data prepare missing folder", "report unknown sweep"}
     errors = [case for case in record["cases"] if case["case"] != "--help (baseline)"]
     assert all(case["exit_code"] == 2 and case["median_s"] > 0 for case in errors), errors
+
+
+# ---------------------------------------------------------------- the same class of defect elsewhere
+
+
+def test_brackets_in_a_path_are_printed_as_written(place):
+    refused(place, "validate", "odd[x]/job.yaml", needles=("error: odd[x]/job.yaml",))
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(place):
+    (place["cwd"] / "a-file").write_text("in the way")
+    (place["cwd"] / "images" / "cat").mkdir(parents=True)
+    (place["cwd"] / "images" / "dog").mkdir()
+    refused(place, "data", "prepare", "images", "--out", "a-file/x.beton", needles=("--out", "a-file"))
+    refused(place, "data", "cifar10", "--cache", "a-file/sets", needles=("a-file/sets", "cannot create"))
+
+
+def test_duplicate_keys_in_a_set_override_are_refused(place):
+    job = place["cwd"] / "job.yaml"
+    job.write_text("name: t\n")
+    refused(place, "validate", str(job), "--set", "optim={lr: 1, lr: 2}", needles=("--set", "duplicate key 'lr'"))

@@ -73,7 +73,10 @@ def prepare(
 def created_folders(folder: Path) -> Iterator[None]:
     """Create `folder` (and missing parents); remove what was created if the block fails."""
     missing = [p for p in (folder, *folder.parents) if not p.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"--out: cannot create the folder {folder} ({error.strerror})") from None
     try:
         yield
     except BaseException:

@@ -106,4 +106,9 @@ def print_summary(result) -> None:
     table.add_row("model", result.model_uri + (f" (registered v{result.registered_version})"
                                                 if result.registered_version else ""))
     table.add_row("open it", result.ui_hint)
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+    else:  # a log gets whole lines: a run id, model URI or URL cut inside a table cell cannot be copied
+        console.print(table.title, markup=False)
+        for label, value in zip(table.columns[0].cells, table.columns[1].cells):
+            console.print(f"  {label}: {value}", markup=False)

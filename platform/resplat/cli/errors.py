@@ -8,6 +8,7 @@ import traceback
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from resplat.errors import Interrupted, ResplatError
 
@@ -50,12 +51,12 @@ def reports_errors(command):
         try:
             return command(*args, **kwargs)
         except Interrupted as e:
-            stderr.print(f"[yellow]interrupted:[/] {e}", markup=True, soft_wrap=True)
+            stderr.print(f"[yellow]interrupted:[/] {escape(str(e))}", markup=True, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except ResplatError as e:
             if _debug["on"]:
                 traceback.print_exc(file=sys.stderr)
-            stderr.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+            stderr.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             stderr.print("[yellow]interrupted[/]")

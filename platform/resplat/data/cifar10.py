@@ -97,7 +97,26 @@ def ensure_cifar10(cache_dir: Path, shared_archive: Path | None = None) -> Path:
     if is_complete(target):
         return target
     archive = Path(shared_archive) if shared_archive is not None else default_shared_archive()
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    created = [p for p in (cache_dir, *cache_dir.parents) if not p.exists()]
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"{cache_dir}: cannot create the data set folder ({error.strerror})") from None
+    try:
+        return _fill(target, archive)
+    except BaseException:
+        if created:  # a folder this call made holds only its lock: leave nothing behind
+            (cache_dir / ".cifar10.lock").unlink(missing_ok=True)
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+        raise
+
+
+def _fill(target: Path, archive: Path) -> Path:
+    cache_dir = target.parent
     with exclusive_lock(cache_dir / ".cifar10.lock"):
         if is_complete(target):  # another process finished it while we waited
             return target
