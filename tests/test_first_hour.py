@@ -212,6 +212,8 @@ def test_dash_h_version_and_completion(place):
     (["schema"], "schema [OPTIONS]"),
     (["data", "prepare"], "prepare [OPTIONS] IMAGE_FOLDER"),
     (["data", "cifar10"], "cifar10 [OPTIONS]"),
+    (["tune"], "tune [OPTIONS]"),
+    (["report"], "report [OPTIONS] SWEEP"),
 ])
 def test_help_has_plain_usage_and_examples(place, command, usage):
     result = resplat(place, *command, "-h", env={"COLUMNS": "200"})

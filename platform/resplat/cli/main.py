@@ -29,8 +29,10 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
 app.add_typer(runs.app, name="runs")
 app.add_typer(tracking.app, name="tracking")
-app.command("report")(report_command)
-app.command("tune")(tune_command)
+app.command("report", epilog=examples("resplat report shortcuts --out report/",
+                                      "resplat report 3f2c9a0d41b84e6f --out /tmp/depth-report"))(report_command)
+app.command("tune", epilog=examples("resplat tune --space shortcuts", "resplat tune --space lr --samples 16",
+                                    "resplat tune --space my-space.yaml --job jobs/cifar10-resnet56.yaml"))(tune_command)
 
 Overrides = Annotated[
     list[str] | None,

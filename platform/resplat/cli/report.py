@@ -19,7 +19,7 @@ from resplat.cli.errors import reports_errors
 @reports_errors
 def report_command(
     sweep: Annotated[str, typer.Argument(
-        help="The sweep: its name (the newest sweep of that name) or its parent run id.")],
+        metavar="SWEEP", show_default=False, help="The sweep: its name (the newest sweep of that name) or its parent run id.")],
     out: Annotated[Path, typer.Option(
         "--out", "-o", help="Folder to write index.html and the plots into (created if missing).")
     ] = Path("report"),

@@ -65,13 +65,15 @@ def print_sweep_summary(result) -> None:
 @reports_errors
 def tune_command(
     space: Annotated[str, typer.Option(
-        "--space", help="Sweep space: a name in jobs/spaces/ (e.g. shortcuts) or a YAML path.")],
+        "--space", metavar="NAME|FILE.yaml",
+        help="Sweep space: a name in jobs/spaces/ (e.g. shortcuts) or a YAML path.")],
     job: Annotated[Path | None, typer.Option(
-        "--job", help="Base job instead of the space's base_job.")] = None,
+        "--job", metavar="JOB.yaml", help="Base job instead of the space's base_job.")] = None,
     samples: Annotated[int | None, typer.Option(
         "--samples", min=1, help="Trials per grid point (overrides the space's samples).")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", "-s", help="Override a base job field for every trial: --set schedule.epochs=2.")] = None,
+        "--set", "-s", metavar="FIELD=VALUE",
+        help="Override a base job field for every trial: --set schedule.epochs=2.")] = None,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="SWEEP", help="Continue this interrupted sweep (name or parent run id).")] = None,
     address: Annotated[str | None, typer.Option(
