@@ -24,9 +24,7 @@ from resplat.data.atomic import (
     temporary_sibling,
     write_text_atomically,
 )
-from resplat.data.beton_file import DEFAULT_PAGE_SIZE, ImageEncoding, write_image_label_file
 from resplat.data.fingerprint import folder_content_key
-from resplat.data.image_codec import image_size
 from resplat.data.image_folder import list_image_folder
 from resplat.errors import DataError, InputError
 
@@ -108,6 +106,8 @@ def sidecar_path(beton: Path) -> Path:
 
 
 def _sampled_longest_sides(samples: Sequence[tuple[Path, int]]) -> list[int]:
+    from resplat.data.image_codec import image_size  # OpenCV: only once there is something to write
+
     step = max(1, len(samples) // _SIZE_SAMPLE)
     sizes = (image_size(path) for path, _ in samples[::step])
     return [max(size) for size in sizes if size is not None]
@@ -132,6 +132,8 @@ def _page_size_for(
     photos are assumed to compress at least 4:1 (natural photos: about 10:1); an
     image that still does not fit is reported with a hint to set max_resolution.
     """
+    from resplat.data.beton_file import DEFAULT_PAGE_SIZE
+
     side = options.max_resolution or max(longest_sides, default=0)
     largest = 3 * side * side
     if storage == "jpeg":
@@ -151,6 +153,8 @@ def _write_listed(
     progress: ProgressCallback | None,
 ) -> BetonInfo:
     out.parent.mkdir(parents=True, exist_ok=True)
+    from resplat.data.beton_file import ImageEncoding, write_image_label_file
+
     longest_sides = _sampled_longest_sides(samples)
     storage = _resolve_storage(options, longest_sides)
     encoding = ImageEncoding(
