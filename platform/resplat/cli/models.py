@@ -1,7 +1,8 @@
-"""`resplat models ...`: inspect the ResNet architectures resplat can build."""
+"""`resplat models ...`: the ResNet architectures resplat can build, and the MLflow model registry."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +14,7 @@ from resplat.errors import InputError
 from resplat.models.architecture import check_architecture, resolve_shortcut
 
 app = typer.Typer(
-    help="Inspect the ResNet architectures of He et al. 2015 that resplat can train.",
+    help="ResNet architectures resplat can train, and the registered models it trained.",
     no_args_is_help=True,
 )
 
@@ -23,8 +24,7 @@ DEFAULT_NUM_CLASSES = {"cifar": 10, "imagenet": 1000}
 
 @app.callback()
 def models() -> None:
-    """Inspect the ResNet architectures of He et al. 2015 that resplat can train."""
-    # A callback keeps `arch` a named subcommand even while it is the only one.
+    """ResNet architectures resplat can train, and the registered models it trained."""
 
 
 def _human(count: int) -> str:
@@ -105,3 +105,91 @@ def arch(
         style="bold",
     )
     Console().print(table)
+
+
+# ---------------------------------------------------------------- the model registry
+
+TrackingUri = Annotated[str | None, typer.Option(help="Default: the embedded store under .resplat/.")]
+
+
+def _uri(tracking_uri: str | None) -> str:
+    from resplat import paths
+
+    return tracking_uri or paths.default_tracking_uri()
+
+
+def _when(ms: int | None) -> str:
+    from datetime import datetime, timezone
+
+    return "" if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+@app.command("list")
+@reports_errors
+def list_command(tracking_uri: TrackingUri = None) -> None:
+    """List the registered models: newest version, aliases, number of versions."""
+    from resplat.tracking.registry import list_models
+
+    table = Table(title="registered models")
+    for column in ("Model", "Latest", "Aliases", "Versions", "Updated (UTC)"):
+        table.add_column(column)
+    for model in list_models(_uri(tracking_uri)):
+        aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items()))
+        table.add_row(model.name, model.latest_version or "", aliases, str(model.versions), _when(model.updated_ms))
+    Console().print(table)
+
+
+@app.command()
+@reports_errors
+def show(
+    name: Annotated[str, typer.Argument(help="A registered model's name.")],
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Show a registered model's versions with their aliases, runs and final accuracy."""
+    from resplat.tracking.registry import show_model
+
+    table = Table(title=f"model {name}")
+    for column in ("Version", "Aliases", "val top-1", "val top-5", "Run", "Created (UTC)"):
+        table.add_column(column, overflow="fold")  # run ids whole, if on two lines
+    for v in show_model(_uri(tracking_uri), name):
+        table.add_row(v.version, ", ".join(v.aliases), *(f"{v.metrics[m]:.2%}" if m in v.metrics else ""
+                                                         for m in ("val_top1", "val_top5")),
+                      v.run_id or "", _when(v.created_ms))
+    Console().print(table)
+
+
+@app.command()
+@reports_errors
+def promote(
+    name: Annotated[str, typer.Argument(help="A registered model's name.")],
+    version: Annotated[str, typer.Argument(help="The version to point the alias at.")],
+    alias: Annotated[str, typer.Option(help="The alias to move.")] = "champion",
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Point an alias (default: champion) of a registered model at one of its versions."""
+    from resplat.tracking.registry import promote as move_alias
+
+    previous = move_alias(_uri(tracking_uri), name, version, alias)
+    before = f" (was version {previous})" if previous else ""
+    Console().print(f"{name}@{alias} -> version {int(version)}{before}")
+
+
+@app.command()
+@reports_errors
+def predict(
+    model: Annotated[str, typer.Argument(help="NAME (newest version), NAME@alias or NAME/version.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, ...).")],
+    top: Annotated[int, typer.Option(help="How many classes to show per image.")] = 5,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Classify images with a registered model: its eval transform, then the top classes by name."""
+    from resplat.tracking.predict import predict as classify
+
+    if top < 1:
+        raise InputError(f"--top must be at least 1, got {top}")
+    model_uri, predictions = classify(_uri(tracking_uri), model, images, top=top)
+    console = Console()
+    console.print(f"model {model_uri}")
+    for prediction in predictions:
+        ranked = "  ".join(f"{name} {p:.1%}" for name, p in prediction.top)
+        console.print(f"{prediction.image}: {ranked}", soft_wrap=True, highlight=False)

@@ -15,6 +15,16 @@ RESUMED_TAG = "resplat.resumed"
 EVAL_VIEWS_TAG = "resplat.eval.views"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a run under another in the UI
 
+# ---------------------------------------------------------------- lineage (tracking/lineage.py)
+
+GIT_COMMIT_TAG = "resplat.git.commit"
+GIT_DIRTY_TAG = "resplat.git.dirty"
+HOST_TAG = "resplat.host"
+DEVICES_TAG = "resplat.devices"
+RAY_JOB_ID_TAG = "resplat.ray.job_id"
+FROM_RUN_TAG = "resplat.from_run"
+VERSION_TAG_PREFIX = "resplat.version."  # + a library: torch, ray, ffcv, mlflow, resplat
+
 # ---------------------------------------------------------------- tags of sweeps and their trials
 
 KIND_TAG = "resplat.kind"

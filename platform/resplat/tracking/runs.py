@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from resplat import paths
 from resplat.errors import InputError
 from resplat.tracking.client import client_for
-from resplat.tracking.names import MODEL_ARTIFACT, RESUMED_TAG
+from resplat.tracking.names import MODEL_ARTIFACT, RESOLVED_SPEC, RESUMED_TAG
 
 # MLflow's SQLite store logs its table set-up and migrations at INFO on first use; mlflow
 # sets its loggers' level from MLFLOW_LOGGING_LEVEL when it is imported.
@@ -20,7 +21,9 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def tracking_uri_for(tracking_spec) -> str:
-    return tracking_spec.tracking_uri or paths.default_tracking_uri()
+    """The job's tracking.tracking_uri, else MLFLOW_TRACKING_URI, else the embedded SQLite store."""
+    configured = tracking_spec.tracking_uri if tracking_spec is not None else None
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
 
 
 class TrackedRun:
@@ -45,7 +48,9 @@ class TrackedRun:
             if tracking_uri.startswith("sqlite:"):
                 location = paths.artifacts_dir().as_uri()
             experiment_id = client.create_experiment(experiment, artifact_location=location)
-        run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+        from resplat.tracking.lineage import lineage_tags
+
+        run = client.create_run(experiment_id, run_name=run_name, tags={**lineage_tags(), **(tags or {})})
         tracked = cls(tracking_uri, run.info.run_id)
         items = [Param(k, v) for k, v in params.items()]
         for start in range(0, len(items), 100):
@@ -105,14 +110,25 @@ class TrackedRun:
         self.client.log_text(self.run_id, text, artifact)
 
     def log_model(self, model, input_example) -> str:
-        """Log a torch model as `model` (pickled nn.Module); return its model URI."""
+        """Log a torch model as `model`; return its model URI.
+
+        Pickled, with the resplat modules its class needs bundled as code, so
+        `mlflow.pytorch.load_model` gives back the nn.Module in any process with mlflow and
+        torch. Its metadata holds the class names and eval transform (model_card).
+        """
+        import tempfile
+
         import mlflow
         import mlflow.pytorch
 
+        from resplat.tracking.model_card import bundle_model_code, model_metadata
+
+        metadata = model_metadata(self.read_text(RESOLVED_SPEC))
         mlflow.set_tracking_uri(self.tracking_uri)
-        with mlflow.start_run(run_id=self.run_id):
+        with tempfile.TemporaryDirectory() as folder, mlflow.start_run(run_id=self.run_id):
             info = mlflow.pytorch.log_model(
-                model, name=MODEL_ARTIFACT, input_example=input_example, serialization_format="pickle"
+                model, name=MODEL_ARTIFACT, input_example=input_example, serialization_format="pickle",
+                code_paths=[str(bundle_model_code(Path(folder)))], metadata=metadata,
             )
         return info.model_uri
 

@@ -1,0 +1,92 @@
+"""An MLflow tracking server with a PostgreSQL backend store, and the check every job makes of
+the tracking URI before it starts anything."""
+
+from __future__ import annotations
+
+import sys
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+from resplat.errors import InputError
+
+REACHABLE_TIMEOUT_S = 5
+GRACEFUL_SHUTDOWN_S = 5
+POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgres")
+
+
+def check_tracking_reachable(tracking_uri: str, *, timeout_s: float = REACHABLE_TIMEOUT_S) -> None:
+    """An http(s) tracking URI must answer MLflow's /health within `timeout_s`; local stores pass.
+
+    Called before a job starts anything, so an unreachable server is one line, not a failed run.
+    """
+    scheme = urlparse(tracking_uri).scheme
+    if scheme not in ("http", "https"):
+        return
+    health = f"{tracking_uri.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except OSError as error:
+        reason = str(getattr(error, "reason", None) or error)
+    raise InputError(f"tracking URI {tracking_uri}: no MLflow server answers there within "
+                     f"{timeout_s:g} s ({reason})")
+
+
+def postgres_store_uri(uri: str) -> str:
+    """The backend store URI with the driver MLflow needs named (`postgresql+psycopg2://`)."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in POSTGRES_SCHEMES or not parsed.hostname or not parsed.path.strip("/"):
+        raise InputError(f"--backend-store-uri {uri!r}: expected postgresql://USER@HOST:PORT/DATABASE")
+    return urlunparse(parsed._replace(scheme="postgresql+psycopg2"))
+
+
+def check_postgres(uri: str, *, timeout_s: float = REACHABLE_TIMEOUT_S) -> None:
+    """The database answers (checked before the server starts, so a wrong URI is one line)."""
+    import psycopg2
+
+    parsed = urlparse(uri)
+    try:
+        psycopg2.connect(host=parsed.hostname, port=parsed.port or 5432, user=parsed.username,
+                         password=parsed.password, dbname=parsed.path.strip("/"),
+                         connect_timeout=max(1, int(timeout_s))).close()
+    except psycopg2.OperationalError as error:
+        first = (str(error).strip().splitlines() or ["no answer"])[0]
+        shown = urlunparse(parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@")
+                                           if parsed.password else parsed.netloc))
+        raise InputError(f"--backend-store-uri {shown}: cannot connect ({first})") from None
+
+
+def allowed_hosts(host: str, port: int, extra: list[str]) -> str:
+    """The Host headers the server accepts: the address it binds, loopback, and `extra` (each bare and
+    with the port). Never `*`."""
+    if any("*" in name for name in extra):
+        raise InputError("--allowed-host: wildcards are refused; name the hosts clients use")
+    names = [*([] if host in ("0.0.0.0", "::") else [host]), "localhost", "127.0.0.1", *extra]
+    return ",".join(dict.fromkeys(form for name in names for form in (name, f"{name}:{port}")))
+
+
+def artifacts_destination(location: str) -> str:
+    """A folder (created) as a file URI, or an object store URI (s3://, gs://) passed on."""
+    if urlparse(location).scheme in ("s3", "gs", "wasbs", "file"):
+        return location
+    folder = Path(location).expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--artifacts {location}: exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.as_uri()
+
+
+def server_command(*, backend_store_uri: str, artifacts: str, host: str, port: int, workers: int,
+                   extra_allowed_hosts: list[str] | None = None) -> list[str]:
+    """`mlflow server` on PostgreSQL, proxying artifacts to `artifacts`, bound to host:port."""
+    here = Path(sys.executable).parent
+    mlflow = str(here / "mlflow") if (here / "mlflow").exists() else "mlflow"
+    return [mlflow, "server", "--backend-store-uri", postgres_store_uri(backend_store_uri),
+            "--serve-artifacts", "--artifacts-destination", artifacts_destination(artifacts),
+            "--host", host, "--port", str(port), "--workers", str(workers),
+            "--allowed-hosts", allowed_hosts(host, port, extra_allowed_hosts or []),
+            # A client's idle keep-alive connection would otherwise hold a stop forever.
+            "--uvicorn-opts", f"--timeout-graceful-shutdown {GRACEFUL_SHUTDOWN_S}"]
