@@ -83,3 +83,63 @@ def test_plateau_schedule_divides_the_lr_from_the_next_epoch_and_resumes_with_it
     resumed = PrintReporter()
     train(spec, resumed, resume=after_two.epochs[-1].state)
     assert [r.metrics["lr"] for r in resumed.epochs] == pytest.approx([0.005])
+
+
+class RecordingReporter(PrintReporter):
+    """Records every progress snapshot; asks for a checkpoint at the given global steps (a stand-in
+    for a preemption notice, which only Ray delivers)."""
+
+    def __init__(self, request_at: tuple[int, ...] = ()):
+        super().__init__()
+        self.updates = []
+        self.request_at = request_at
+
+    def progress(self, update):
+        self.updates.append(update)
+
+    def checkpoint_requested(self, global_step):
+        return global_step in self.request_at
+
+
+def _label_batches(spec, epoch: int, skip: int = 0) -> list[list[int]]:
+    from resplat.data import build_loader
+
+    loader = build_loader(spec.data.train, pipeline=spec.data.pipeline, train=True, batch_size=spec.optim.batch_size,
+                          resolution=spec.data.resolution, num_workers=1, seed=spec.seed)
+    loader.next_epoch, loader.skip_batches = epoch, skip
+    return [labels.tolist() for _, labels in loader]
+
+
+def test_a_loader_resumed_mid_epoch_yields_the_rest_of_that_epochs_order(beton_spec):
+    whole = _label_batches(beton_spec, epoch=1)
+    assert len(whole) == 8
+    assert _label_batches(beton_spec, epoch=1, skip=3) == whole[3:]
+    assert _label_batches(beton_spec, epoch=0) != whole  # the order does depend on the epoch
+
+
+def test_mid_epoch_checkpoints_resume_at_the_next_batch(beton_spec):
+    spec = beton_spec.model_copy(update={"checkpoint": beton_spec.checkpoint.model_copy(update={"every_steps": 5})})
+    whole = RecordingReporter()
+    train(spec, whole)
+    saved = [(c.epoch, c.step, c.global_step) for c in whole.checkpoints]
+    assert saved == [(1, 5, 5), (2, 2, 10), (2, 7, 15)]  # mid-epoch only: 8 and 16 end epochs, which save
+    state = whole.checkpoints[1].state
+    assert (state["epoch"], state["epoch_step"], state["global_step"]) == (1, 2, 10)
+
+    resumed = RecordingReporter()
+    train(spec, resumed, resume=state)
+    train_updates = [u for u in resumed.updates if u.phase == "train"]
+    assert train_updates[0].epoch == 2 and train_updates[0].step > 2
+    assert max(u.global_step for u in train_updates) == 16
+    assert [r.epoch for r in resumed.epochs] == [2]
+    assert resumed.epochs[0].global_step == whole.epochs[-1].global_step == 16
+    assert resumed.epochs[0].metrics["train_images"] == 6 * 50  # only the batches after the checkpoint
+    assert resumed.epochs[0].metrics["lr"] == whole.epochs[-1].metrics["lr"]
+
+
+def test_the_reporter_can_ask_for_a_checkpoint_at_any_step(beton_spec):
+    spec = beton_spec.model_copy(update={"schedule": beton_spec.schedule.model_copy(update={"epochs": 1})})
+    reporter = RecordingReporter(request_at=(3,))
+    train(spec, reporter)
+    [asked] = reporter.checkpoints
+    assert asked.preemption and asked.global_step == 3 and asked.state["epoch_step"] == 3

@@ -186,6 +186,9 @@ class CheckpointSpec(Section):
     """When training state is saved, and which checkpoints are kept."""
 
     every_epochs: int = Field(1, ge=1, description="Save every N epochs (and always at the end).")
+    every_steps: int | None = Field(
+        None, ge=1, description="Also save every N steps, mid-epoch too (a resumed run continues at that batch)."
+    )
     keep: int = Field(2, ge=1, description="How many checkpoints to keep.")
     keep_by: Literal["latest", "best"] = Field("latest", description="Keep the latest or the best by val_top1.")
 
@@ -195,6 +198,9 @@ class FailureSpec(Section):
 
     max_failures: int = Field(
         0, ge=-1, description="Worker-group restarts from the latest checkpoint before giving up (-1: forever)."
+    )
+    max_preemption_failures: int = Field(
+        -1, ge=-1, description="Restarts after spot preemptions (counted apart from max_failures; -1: forever)."
     )
 
 

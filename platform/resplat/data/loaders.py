@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -56,6 +57,30 @@ def _distributed_rank_and_world() -> tuple[int, int] | None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return None
+
+
+@functools.cache
+def _resumable_loader_class():
+    from ffcv.loader import Loader
+
+    class ResumableLoader(Loader):
+        """FFCV's Loader that can start its next epoch part-way through.
+
+        Set ``skip_batches`` before iterating: the next epoch keeps its full sample order (seed and
+        epoch decide it) but begins after that many batches, which are neither read nor decoded.
+        """
+
+        skip_batches = 0
+
+        def next_traversal_order(self):
+            order = super().next_traversal_order()
+            skip, self.skip_batches = self.skip_batches, 0
+            if not skip:
+                return order
+            # Cut at the full epoch's end first: a dropped last partial batch must stay dropped.
+            return order[: len(self) * self.batch_size][skip * self.batch_size :]
+
+    return ResumableLoader
 
 
 def _check_arguments(
@@ -123,7 +148,8 @@ def build_loader(
 
     images: float32 NCHW, normalised with the pipeline's mean/std, in
     channels_last memory format when asked, on ``device``; labels: int64, 1-D.
-    ``len(loader)`` is the number of batches per epoch.
+    ``len(loader)`` is the number of batches per epoch. Setting ``loader.skip_batches = k``
+    makes the next epoch start at its batch k (resuming a mid-epoch checkpoint).
 
     Pipelines:
       - "cifar": every image must be ``resolution`` square (32 for CIFAR-10).
@@ -166,7 +192,7 @@ def build_loader(
     device = torch.device(device)
     drop_last = train if drop_last is None else drop_last
 
-    from ffcv.loader import Loader, OrderOption
+    from ffcv.loader import OrderOption
 
     reader = _read_beton(path)
     _check_fields(path, reader, pipeline, resolution)
@@ -198,7 +224,7 @@ def build_loader(
         "quasi_random": OrderOption.QUASI_RANDOM,
         "sequential": OrderOption.SEQUENTIAL,
     }[order]
-    return Loader(
+    return _resumable_loader_class()(
         str(path),
         batch_size=batch_size,
         num_workers=num_workers,

@@ -12,12 +12,18 @@ from resplat.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from resplat.train.loop import train
-    from resplat.train.reporting import EpochReport, PrintReporter, Progress, Reporter
+    from resplat.train.reporting import (
+        EpochReport,
+        PrintReporter,
+        Progress,
+        Reporter,
+        StepCheckpoint,
+    )
 
-__all__ = ["EpochReport", "PrintReporter", "Progress", "Reporter", "train"]
+__all__ = ["EpochReport", "PrintReporter", "Progress", "Reporter", "StepCheckpoint", "train"]
 
 __getattr__ = lazy_attributes(__name__, globals(), {
     "train": "resplat.train.loop", "EpochReport": "resplat.train.reporting",
     "PrintReporter": "resplat.train.reporting", "Progress": "resplat.train.reporting",
-    "Reporter": "resplat.train.reporting",
+    "Reporter": "resplat.train.reporting", "StepCheckpoint": "resplat.train.reporting",
 })

@@ -2,7 +2,9 @@
 
 `train(spec, reporter)` builds the model, loaders and optimiser from their spec
 sections, trains for the scheduled steps, evaluates after every epoch and tells the
-reporter. When torch.distributed is initialised (Ray Train, torchrun) it trains
+reporter. State is saved at epoch ends, every checkpoint.every_steps, and whenever the
+reporter asks (a preemption notice); a run resumed mid-epoch replays that epoch's sample
+order from the batch after the checkpoint. When torch.distributed is initialised (Ray Train, torchrun) it trains
 with DDP and reduces validation metrics over every worker.
 """
 
@@ -19,7 +21,7 @@ from torch import nn
 
 from resplat.data import build_loader
 from resplat.models import resnet
-from resplat.train.reporting import EpochReport, Progress, Reporter
+from resplat.train.reporting import EpochReport, Progress, Reporter, StepCheckpoint
 from resplat.train.schedule import Plateau, lr_factor, plan_steps
 
 PROGRESS_EVERY_S = 0.5
@@ -164,17 +166,33 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
     scaler = torch.amp.GradScaler(device.type, enabled=spec.scaling.precision == "fp16")
     criterion = nn.CrossEntropyLoss(label_smoothing=spec.optim.label_smoothing)
 
-    start_epoch, step = 0, 0
+    def snapshot(epochs_done: int, epoch_step: int) -> dict[str, Any]:
+        return {
+            "model": bare_model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "plateau": plateau.state_dict(),
+            "epoch": epochs_done,
+            "epoch_step": epoch_step,  # steps done in epoch `epochs_done + 1`; 0 at an epoch's end
+            "global_step": step,
+            "rng": capture_rng(),
+            "seed": spec.seed,
+        }
+
+    start_epoch, step, skip = 0, 0, 0
     if resume is not None:
         bare_model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
         plateau.load_state_dict(resume.get("plateau", {}))
-        start_epoch, step = resume["epoch"], resume["global_step"]
+        start_epoch, step, skip = resume["epoch"], resume["global_step"], resume.get("epoch_step", 0)
         restore_rng(resume["rng"])
         train_loader.next_epoch = start_epoch
+        train_loader.skip_batches = skip
 
+    every_steps = spec.checkpoint.every_steps
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, epochs):
         model.train()
@@ -182,9 +200,10 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen, last_shown, t0 = 0, 0.0, time.perf_counter()
         # Data wait: time from the end of one step to the start of the next (the loader's turn).
-        step_end, window_start, window_step, data_wait = t0, t0, 0, 0.0
-        steps_this_epoch = min(steps_per_epoch, plan.total_steps - step)
-        for i, (images, labels) in enumerate(train_loader):
+        step_end, window_start, window_step, data_wait = t0, t0, skip, 0.0
+        steps_this_epoch = min(steps_per_epoch, plan.total_steps - (step - skip))
+        save_at_epoch_end = False
+        for i, (images, labels) in enumerate(train_loader, start=skip):
             if i >= steps_this_epoch:
                 break
             data_wait += time.perf_counter() - step_end
@@ -214,6 +233,18 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
                     lr=optimizer.param_groups[0]["lr"],
                 ))
                 window_start, window_step, data_wait = now, i + 1, 0.0
+            # Every worker asks at every step: under Ray the question is a collective.
+            preempted = reporter.checkpoint_requested(step)
+            if preempted or (every_steps and step % every_steps == 0):
+                if i + 1 == steps_this_epoch:
+                    save_at_epoch_end = True  # the epoch's own checkpoint comes in a moment
+                else:
+                    reporter.step_checkpoint(StepCheckpoint(
+                        epoch=epoch + 1, step=i + 1, global_step=step,
+                        state=snapshot(epoch, i + 1) if rank == 0 else None,
+                        preemption=preempted, metrics=metrics,
+                    ))
+        steps_run, skip = steps_this_epoch - skip, 0
         train_seconds = time.perf_counter() - t0
         reporter.progress(Progress(
             epoch=epoch + 1, epochs=epochs, step=steps_this_epoch, steps_per_epoch=steps_this_epoch,
@@ -222,7 +253,7 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
             worker_images_per_sec=seen / max(train_seconds, 1e-9), lr=optimizer.param_groups[0]["lr"],
         ))
         metrics = {
-            "train_loss": _sum_over_workers(loss_sum.item(), device) / max(1, steps_this_epoch * world),
+            "train_loss": _sum_over_workers(loss_sum.item(), device) / max(1, steps_run * world),
             "train_images": _sum_over_workers(seen, device),
             "train_top1": _sum_over_workers(correct.item(), device) / max(1, _sum_over_workers(seen, device)),
             "train_images_per_sec": _sum_over_workers(seen / max(train_seconds, 1e-9), device),
@@ -233,19 +264,7 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
             for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
                 group["lr"] = base_lr * lr_at(step)  # from the next step on, not one step late
         final = epoch + 1 == epochs
-        due = final or (epoch + 1) % spec.checkpoint.every_epochs == 0
-        state = None
-        if rank == 0 and due:
-            state = {
-                "model": bare_model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "plateau": plateau.state_dict(),
-                "epoch": epoch + 1,
-                "global_step": step,
-                "rng": capture_rng(),
-                "seed": spec.seed,
-            }
+        due = final or save_at_epoch_end or (epoch + 1) % spec.checkpoint.every_epochs == 0
+        state = snapshot(epoch + 1, 0) if rank == 0 and due else None
         reporter.epoch_end(EpochReport(epoch=epoch + 1, global_step=step, metrics=metrics, state=state, final=final))
     return metrics

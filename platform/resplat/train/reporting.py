@@ -36,12 +36,32 @@ class EpochReport:
     final: bool
 
 
+@dataclass(frozen=True)
+class StepCheckpoint:
+    """Training state saved part-way through an epoch: every checkpoint.every_steps, or on a
+    preemption notice. Every worker sends one at the same step; only rank 0's carries state."""
+
+    epoch: int  # 1-based, the epoch in progress
+    step: int  # steps done in that epoch
+    global_step: int
+    state: dict[str, Any] | None
+    preemption: bool  # saved because the reporter asked for it (a preemption notice)
+    metrics: dict[str, float]  # the last finished epoch's, if any (a checkpoint's score needs them)
+
+
 class Reporter(Protocol):
     rank: int
 
     def progress(self, update: Progress) -> None: ...
 
     def epoch_end(self, report: EpochReport) -> None: ...
+
+    def checkpoint_requested(self, global_step: int) -> bool:
+        """Asked after every step, on every worker at the same steps: save state now?
+        Must be cheap; True when a preemption notice has arrived that no checkpoint answered yet."""
+        ...
+
+    def step_checkpoint(self, saved: StepCheckpoint) -> None: ...
 
 
 class PrintReporter:
@@ -50,6 +70,7 @@ class PrintReporter:
     def __init__(self, rank: int = 0):
         self.rank = rank
         self.epochs: list[EpochReport] = []
+        self.checkpoints: list[StepCheckpoint] = []
 
     def progress(self, update: Progress) -> None:
         pass
@@ -59,3 +80,9 @@ class PrintReporter:
         if self.rank == 0:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in report.metrics.items())
             print(f"epoch {report.epoch}: {shown}", flush=True)
+
+    def checkpoint_requested(self, global_step: int) -> bool:
+        return False
+
+    def step_checkpoint(self, saved: StepCheckpoint) -> None:
+        self.checkpoints.append(saved)
