@@ -11,7 +11,7 @@ APT_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev
 TEST_APT_PACKAGES := postgresql prometheus chromium chromium-driver
 JOB ?= jobs/cifar10-resnet20.yaml
 
-.PHONY: setup system-deps test-deps data run test bench clean
+.PHONY: setup system-deps test-deps data run test test-fast bench clean
 
 setup: $(INSTALLED)
 
@@ -48,6 +48,10 @@ run: data
 
 test: setup test-deps
 	$(BIN)/python -m pytest
+
+# The inner loop: every test that starts no Ray and trains nothing (a minute or two).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: data
 	$(BIN)/python bench/loader.py

@@ -224,20 +224,22 @@ def test_dry_run_with_a_worker_no_node_type_fits_exits_2(imagenet_dir):
 
 
 @pytest.mark.slow
-def test_the_autoscaler_adds_worker_nodes_for_a_demand_and_removes_them_when_idle(tmp_path):
-    """bench/autoscaling.py for real: cluster/local-autoscaling.yaml on Ray's fake_multinode provider, a head of
-    its own, two gpu1 nodes for a STRICT_SPREAD demand, both gone after the idle timeout, nothing left running."""
+def test_a_submitted_job_makes_the_autoscaler_add_nodes_that_go_when_idle(tmp_path):
+    """bench/autoscaling.py for real: `resplat cluster up cluster/local-autoscaling.yaml` (Ray's fake_multinode
+    provider; the head trains nothing), a submitted two-worker job makes the autoscaler add worker nodes, the job
+    succeeds, the idle nodes go after the timeout, `cluster down` leaves nothing running."""
     import psutil
 
     out = tmp_path / "autoscaling.json"
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "autoscaling.py"), "--out", str(out),
-                             "--idle-timeout-s", "5"], cwd=ROOT, capture_output=True, text=True, timeout=900,
-                            check=False)
+                             "--idle-timeout-s", "5", "--per-class", "20"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     [record] = json.loads(out.read_text())
-    assert record["worker_nodes"] == {"before": 0, "during": 2, "after": 0}
-    assert record["worker_node_types"] == ["gpu1", "gpu1"]
-    assert 0 < record["seconds_to_first_worker_node"] <= record["seconds_to_all_bundles_placed"]
+    assert record["worker_nodes"]["before"] == 0 and record["worker_nodes"]["after"] == 0
+    assert record["worker_nodes"]["during"] >= 1
+    assert "SUCCEEDED" in record["job_outcome"]
+    assert 0 < record["seconds_submit_to_first_worker_node"] <= record["seconds_submit_to_first_training_step"]
     assert record["processes_left"] == 0
     assert not any(record["temp_dir"] in " ".join(p.info["cmdline"] or ())
                    for p in psutil.process_iter(["cmdline"]))

@@ -77,9 +77,11 @@ def warn_if_tracking_is_node_local(spec) -> None:
     uri = tracking_uri_for(spec.tracking)
     start_ray(address="auto")
     nodes = sum(1 for node in ray.nodes() if node["Alive"])
-    if uri.startswith("sqlite:") and nodes > 1:
-        say(f"warning: tracking store {uri} is a file on this node, and the cluster has {nodes} nodes: "
-            "workers on other nodes log there only through a shared filesystem. Give tracking.tracking_uri "
+    needed = spec.scaling.num_workers * spec.scaling.cpus_per_worker
+    elsewhere = nodes > 1 or ray.cluster_resources().get("CPU", 0) < needed  # or the autoscaler adds nodes
+    if uri.startswith("sqlite:") and elsewhere:
+        say(f"warning: tracking store {uri} is a file on this node, and workers may run on other nodes: "
+            "they log there only through a shared filesystem. Give tracking.tracking_uri "
             "(or MLFLOW_TRACKING_URI) a server every node reaches: resplat tracking serve")
 
 

@@ -55,7 +55,7 @@ def _client(target: ClusterTarget):
     from ray.job_submission import JobSubmissionClient
 
     # The SDK logs each packaging step and ignored file at INFO/WARNING: not the user's business.
-    for name in ("ray", "ray._private.runtime_env", "ray.dashboard", "ray.dashboard.modules.job.sdk"):
+    for name in ["ray", *(n for n in logging.root.manager.loggerDict if n.startswith("ray."))]:
         logging.getLogger(name).setLevel(logging.ERROR)
     check_reachable(target)
     return JobSubmissionClient(target.url, headers=auth_headers())
