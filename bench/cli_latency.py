@@ -6,7 +6,7 @@ one second per input error on an idle machine; the load average is recorded
 because this machine is shared.
 
     .venv/bin/python bench/cli_latency.py            # 5 runs per case, writes bench/results/cli_latency.json
-    .venv/bin/python bench/cli_latency.py --quick --out /tmp/x.json   # 2 runs per case (the test's mode)
+    .venv/bin/python bench/cli_latency.py --quick --out /tmp/x.json   # 1 run per case (the test's mode)
 """
 
 from __future__ import annotations
@@ -67,10 +67,10 @@ def git_commit() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="Runs per case (the median is recorded).")
-    parser.add_argument("--quick", action="store_true", help="2 runs per case (the test suite's mode).")
+    parser.add_argument("--quick", action="store_true", help="1 run per case (the test suite's mode).")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file to write.")
     args = parser.parse_args()
-    runs = 2 if args.quick else args.runs
+    runs = 1 if args.quick else args.runs
     load_before = os.getloadavg()[0]
     cases = measure(runs)
     record = {
