@@ -115,7 +115,7 @@ def prometheus_query(url: str, expr: str, start: float, end: float) -> list:
     return body["data"]["result"]
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 180) -> Path:
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> Path:
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert process.poll() is None, process.communicate()
@@ -169,7 +169,6 @@ tracking: {{experiment: dashboards}}
     prometheus = sweep_driver = None
     try:
         session = wait_for(ray_tmp / "ray" / "session_latest" / "prom_metrics_service_discovery.json", process)
-        print(f"ray up after {time.time() - start:.0f} s")
         prometheus, url = start_prometheus(state_dir=tmp_path / "prometheus", sd_file=session.resolve(),
                                            scrape_interval="1s")
         # What a sweep driver sets: from a driver process of the same cluster, alive while the job runs.
@@ -218,3 +217,5 @@ def check_every_panel(url: str, job_name: str, home: Path, sweep: str, start: fl
     epochs = prometheus_query(url, f'ray_resplat_train_epoch{{job="{job_name}"}}', start, end)
     assert {(s["metric"]["run"], s["metric"]["worker"]) for s in epochs} == {(run_id, "0")}
     assert max(float(v) for s in epochs for _, v in s["values"]) == 2
+    running = prometheus_query(url, f'ray_resplat_sweep_trials{{sweep="{sweep}", state="running"}}', start, end)
+    assert {v for s in running for _, v in s["values"]} == {"2"}
