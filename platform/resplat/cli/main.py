@@ -208,9 +208,12 @@ def evaluate(
         raise InputError(f"--scales {scales!r}: expected comma-separated pixel sizes, e.g. 224,256") from None
     if sizes is not None and min(sizes) < 1:
         raise InputError(f"--scales {scales}: every size must be a positive number of pixels")
+    from resplat.tracking.client import local_store_path
+
     uri = tracking_uri or paths.default_tracking_uri()
-    if paths.missing_sqlite_store(uri):  # reading it would create an empty store
-        raise InputError(f"no MLflow run {run_id}: there is no tracking store at {paths.missing_sqlite_store(uri)} "
+    store = local_store_path(uri)
+    if store is not None and not store.exists():  # checked before MLflow, which would create an empty store
+        raise InputError(f"no MLflow run {run_id}: there is no tracking store at {store} "
                          "(train a model with `resplat submit` first, or give --tracking-uri)")
     from resplat.orchestrate.evaluate import evaluate_run
     with console.status("evaluating..."):
