@@ -8,21 +8,21 @@ from typing import Annotated
 import typer
 
 from resplat.cli.display import console
-from resplat.cli.errors import reports_errors
+from resplat.cli.errors import HELP_OPTIONS, examples, reports_errors
 
 Address = Annotated[str | None, typer.Option(
     "--address", metavar="URL",
     help="Ray dashboard address, http://HEAD:8265 (default: RAY_ADDRESS, else the cluster `up` recorded).")]
 
 app = typer.Typer(help="Start, inspect and stop the Ray cluster that jobs are submitted to.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, context_settings=HELP_OPTIONS)
 
 
-@app.command()
+@app.command(epilog=examples('resplat cluster up', 'resplat cluster up cluster/local-autoscaling.yaml'))
 @reports_errors
 def up(
     file: Annotated[Path | None, typer.Argument(
-        metavar="[CLUSTER.yaml]",
+        metavar="CLUSTER.yaml",
         help="A Ray cluster launcher file (cluster/aws-gpu.yaml, ...): runs `ray up` on it. "
              "A fake_multinode file (cluster/local-autoscaling.yaml) starts a local autoscaling head.")] = None,
     dashboard_port: Annotated[int | None, typer.Option(
@@ -30,55 +30,43 @@ def up(
     metrics: Annotated[bool, typer.Option(
         help="Also start Prometheus (Debian's binary) scraping the head; see dashboards/.")] = False,
 ) -> None:
-    """Start a Ray head on this machine that outlives the terminal; jobs are then submitted to it.
-
-    Examples:  resplat cluster up   |   resplat cluster up cluster/local-autoscaling.yaml
-    """
+    """Start a Ray head on this machine that outlives the terminal; jobs are then submitted to it."""
     from resplat.cluster import service
 
     outcome = service.up(file, dashboard_port=dashboard_port, metrics=metrics)
     console.print(outcome, soft_wrap=True)
 
 
-@app.command()
+@app.command(epilog=examples('resplat cluster status'))
 @reports_errors
 def status(
     address: Address = None,
 ) -> None:
-    """The cluster's nodes (alive or dead, CPUs, GPUs, in use), pending demands, and running jobs.
-
-    Example:  resplat cluster status
-    """
+    """The cluster's nodes (alive or dead, CPUs, GPUs, in use), pending demands, and running jobs."""
     from resplat.cluster import service
 
     console.print(service.status(address), soft_wrap=True, markup=False, highlight=False)
 
 
-@app.command()
+@app.command(epilog=examples('resplat cluster down'))
 @reports_errors
 def down(
     file: Annotated[Path | None, typer.Argument(
-        metavar="[CLUSTER.yaml]", help="The launcher file a cloud cluster was started from (`ray down`).")] = None,
+        metavar="CLUSTER.yaml", help="The launcher file a cloud cluster was started from (`ray down`).")] = None,
 ) -> None:
-    """Stop the cluster `resplat cluster up` started here, and nothing else.
-
-    Example:  resplat cluster down
-    """
+    """Stop the cluster `resplat cluster up` started here, and nothing else."""
     from resplat.cluster import service
 
     console.print(service.down(file), soft_wrap=True)
 
 
-@app.command("validate")
+@app.command("validate", epilog=examples('resplat cluster validate cluster/aws-gpu.yaml'))
 @reports_errors
 def validate_file(
     file: Annotated[Path, typer.Argument(
         metavar="CLUSTER.yaml", help="A Ray cluster launcher file or a KubeRay RayCluster/RayJob manifest.")],
 ) -> None:
-    """Check a cluster file before `ray up` or `kubectl apply`: one line per problem, with its path in the file.
-
-    Example:  resplat cluster validate cluster/aws-gpu.yaml
-    """
+    """Check a cluster file before `ray up` or `kubectl apply`: one line per problem, with its path in the file."""
     from resplat.cluster.validate import load_cluster_file
 
     load_cluster_file(file)

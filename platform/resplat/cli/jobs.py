@@ -11,9 +11,9 @@ from rich.table import Table
 
 from resplat.cli.cluster import Address
 from resplat.cli.display import console
-from resplat.cli.errors import reports_errors
+from resplat.cli.errors import HELP_OPTIONS, examples, reports_errors
 
-app = typer.Typer(help="List, follow and stop the jobs submitted to a Ray cluster.", no_args_is_help=True)
+app = typer.Typer(help="List, follow and stop the jobs submitted to a Ray cluster.", no_args_is_help=True, context_settings=HELP_OPTIONS)
 
 JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="The id `resplat submit` printed "
                                       "(see `resplat jobs list`).", show_default=False)]
@@ -36,13 +36,10 @@ def _started(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S") if epoch else "-"
 
 
-@app.command("list")
+@app.command("list", epilog=examples('resplat jobs list'))
 @reports_errors
 def list_(address: Address = None) -> None:
-    """The jobs submitted to the cluster, newest first: name, status, start, duration, MLflow run.
-
-    Example:  resplat jobs list
-    """
+    """The jobs submitted to the cluster, newest first: name, status, start, duration, MLflow run."""
     from resplat.cluster import jobs_api
 
     target = _target(address)
@@ -62,13 +59,10 @@ def list_(address: Address = None) -> None:
     console.print(table)
 
 
-@app.command()
+@app.command(epilog=examples('resplat jobs status resplat-cifar10-resnet20-20261129-101500-ab12'))
 @reports_errors
 def status(job_id: JobId, address: Address = None) -> None:
-    """One job: its status, times, MLflow run and Ray's message.
-
-    Example:  resplat jobs status resplat-cifar10-resnet20-20261129-101500-ab12
-    """
+    """One job: its status, times, MLflow run and Ray's message."""
     from resplat.cluster import jobs_api
 
     row = jobs_api.status(_target(address), job_id)
@@ -78,7 +72,7 @@ def status(job_id: JobId, address: Address = None) -> None:
         console.print(f"[bold]{key:>10}[/]  {value}", soft_wrap=True)
 
 
-@app.command()
+@app.command(epilog=examples('resplat jobs logs JOB_ID', 'resplat jobs logs JOB_ID --follow'))
 @reports_errors
 def logs(
     job_id: JobId,
@@ -86,10 +80,7 @@ def logs(
                                          "(Ctrl-C stops following, not the job).")] = False,
     address: Address = None,
 ) -> None:
-    """A job's log (its driver's output: one line per epoch).
-
-    Examples:  resplat jobs logs JOB_ID   |   resplat jobs logs JOB_ID --follow
-    """
+    """A job's log (its driver's output: one line per epoch)."""
     from resplat.cluster import jobs_api
 
     target = _target(address)
@@ -99,13 +90,10 @@ def logs(
         sys.stdout.write(jobs_api.logs(target, job_id))
 
 
-@app.command()
+@app.command(epilog=examples('resplat jobs stop JOB_ID'))
 @reports_errors
 def stop(job_id: JobId, address: Address = None) -> None:
-    """Stop a job: Ray stops its driver, which ends its MLflow run as KILLED (checkpoints kept).
-
-    Example:  resplat jobs stop JOB_ID     (continue later with: resplat submit JOB.yaml --resume RUN_ID)
-    """
+    """Stop a job: Ray stops its driver, which ends its MLflow run as KILLED (checkpoints kept)."""
     from resplat.cluster import jobs_api
 
     row = jobs_api.stop(_target(address), job_id)
