@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -45,6 +46,7 @@ def serve(
     from resplat.cli.ui_server import check_address, default_workers
     from resplat.cli.ui_server import serve as run_server
     from resplat.tracking.server import (
+        SERVER_ENVIRONMENT,
         allowed_hosts,
         check_postgres,
         postgres_store_uri,
@@ -58,6 +60,8 @@ def serve(
     command = server_command(backend_store_uri=store, artifacts=artifacts or str(Path(paths.home()) / "server-artifacts"),
                              host=host, port=port, workers=workers or default_workers(),
                              extra_allowed_hosts=allowed_host or [])
+
+    os.environ.update(SERVER_ENVIRONMENT)
 
     def ready(url: str) -> None:
         console.print(f"MLflow tracking server ready at {url}  (Ctrl-C to stop)", soft_wrap=True)

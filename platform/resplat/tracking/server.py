@@ -79,6 +79,11 @@ def artifacts_destination(location: str) -> str:
     return folder.as_uri()
 
 
+# MLflow's server-side job runner (GenAI scorers, trace roll-ups) is unused by resplat and starts a
+# pool of consumer processes that a small machine feels and that slow every stop.
+SERVER_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def server_command(*, backend_store_uri: str, artifacts: str, host: str, port: int, workers: int,
                    extra_allowed_hosts: list[str] | None = None) -> list[str]:
     """`mlflow server` on PostgreSQL, proxying artifacts to `artifacts`, bound to host:port."""
