@@ -247,6 +247,19 @@ def resume(
                           on_update=on_update)
 
 
+def publish_data(spec: JobSpec) -> dict[str, tuple[str, str]] | None:
+    """With object storage, the prepared .beton files go there for every node to copy; else None."""
+    from resplat.storage import is_object_store, publish
+
+    if not is_object_store(spec.storage.uri):
+        return None
+    sources = {}
+    for split in ("train", "val"):
+        info = read_beton_info(getattr(spec.data, split))
+        sources[split] = (publish(info.path, info.sha256, spec.storage.uri), info.sha256)
+    return sources
+
+
 def _train_and_log(spec: JobSpec, run, *, started: float, address, verbose, on_update) -> JobResult:
     from resplat.orchestrate.runtime import start_ray
     from resplat.orchestrate.trainer import run_training
@@ -260,7 +273,8 @@ def _train_and_log(spec: JobSpec, run, *, started: float, address, verbose, on_u
 
     try:
         start_ray(address=address, verbose=verbose)
-        outcome = run_training(spec, run=run, run_name=f"{spec.name}-{run.run_id[:8]}", on_update=update)
+        outcome = run_training(spec, run=run, run_name=f"{spec.name}-{run.run_id[:8]}", on_update=update,
+                               data_sources=publish_data(spec))
         model_uri = run.log_model(final_model(spec, outcome.final_state), input_example(spec))
         run.set_tags({MODEL_URI_TAG: model_uri})
         version = run.register(model_uri, spec.tracking.register_as) if spec.tracking.register_as else None
