@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -71,10 +72,11 @@ class Cluster:
 def cluster(tmp_path_factory) -> Cluster:
     workdir = tmp_path_factory.mktemp("cluster")
     env = {**os.environ, "RESPLAT_HOME": str(workdir / "home"), "RAY_ADDRESS": ""}
-    up = resplat("cluster", "up", cwd=workdir, env=env, timeout=300)
+    up = resplat("cluster", "up", "--metrics", cwd=workdir, env=env, timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "Ray cluster started: http://127.0.0.1:" in up.stdout
     handle = Cluster(workdir, env)
+    handle.up_output = up.stdout
     yield handle
     if (handle.home / "cluster.json").exists():  # a failed test before test_down_stops_every_process
         resplat("cluster", "down", cwd=workdir, env=env, timeout=120)
@@ -102,6 +104,25 @@ def test_up_again_says_already_up_and_status_shows_the_head(cluster):
     assert status.returncode == 0, status.stderr
     assert re.search(r"ALIVE\s+head\s+\S+\s+\d+ CPU", status.stdout), status.stdout
     assert "Jobs running:" in status.stdout
+
+
+def test_metrics_start_a_prometheus_that_scrapes_the_head(cluster):
+    url = re.search(r"Prometheus scraping the cluster at (http://127\.0\.0\.1:\d+)", cluster.up_output).group(1)
+
+    def ray_targets_up() -> bool:
+        with urllib.request.urlopen(f"{url}/api/v1/targets", timeout=5) as response:
+            targets = json.loads(response.read())["data"]["activeTargets"]
+        return any(t["health"] == "up" for t in targets)
+
+    assert wait_for(ray_targets_up, timeout=120), "Prometheus never scraped the head's metrics"
+    assert prometheus_alive(cluster)
+
+
+def prometheus_alive(cluster) -> bool:
+    import psutil
+
+    pid = cluster.record["extra_pids"]["prometheus"]
+    return psutil.pid_exists(pid) and "prometheus" in psutil.Process(pid).name()
 
 
 def test_a_submitted_job_runs_to_the_end_through_the_jobs_api(cluster, cifar_subset):
@@ -207,6 +228,7 @@ def test_down_stops_every_process_of_the_cluster_and_only_those(cluster):
     assert down.returncode == 0, down.stderr
     assert "stopped" in down.stdout
     assert processes_of(cluster.record) == []
+    assert not prometheus_alive(cluster)
     assert not (cluster.home / "cluster.json").exists()
     again = cluster.run("cluster", "down")
     assert again.returncode == 0 and "nothing to stop" in again.stdout

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from resplat.errors import RunError
 from resplat.orchestrate.progress_board import ProgressBoard
@@ -50,7 +51,10 @@ def build_trainer(spec: JobSpec, *, config: dict, run_name: str, callbacks: list
                 checkpoint_score_attribute="val_top1" if keep_best else None,
                 checkpoint_score_order="max",
             ),
-            failure_config=FailureConfig(max_failures=spec.failure.max_failures),
+            failure_config=FailureConfig(
+                max_failures=spec.failure.max_failures,
+                max_preemption_failures=spec.failure.max_preemption_failures,
+            ),
             callbacks=callbacks,
         ),
     )
@@ -67,7 +71,9 @@ def run_training(
 ) -> TrainOutcome:
     """Fit `spec` on the connected Ray cluster; call `on_update` while it trains.
     `data_sources`: {"train"/"val": (object store URI, sha256)} that workers copy to their node."""
-    board = ProgressBoard.remote()
+    # On the driver's node, like Ray Train's controller: a worker node may go (preemption, scale-down).
+    board = ProgressBoard.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node_id=ray.get_runtime_context().get_node_id(), soft=False)).remote()
     config = {
         "spec": spec.model_dump(mode="json"),
         "run_id": run.run_id if run else None,
