@@ -18,7 +18,7 @@ EPOCHS = 5
 pytestmark = pytest.mark.slow
 
 
-def write_job(tmp: Path, data: Path, name: str, max_failures: int) -> Path:
+def write_job(tmp: Path, data: Path, name: str, max_failures: int, every_epochs: int = 1) -> Path:
     job = tmp / f"{name}.yaml"
     job.write_text(f"""
 name: {name}
@@ -27,7 +27,7 @@ data: {{train: {data / 'train'}, val: {data / 'test'}, loader_workers: 1}}
 optim: {{lr: 0.05, batch_size: 50}}
 schedule: {{kind: cosine, epochs: {EPOCHS}}}
 scaling: {{num_workers: 1, cpus_per_worker: 1}}
-checkpoint: {{every_epochs: 1}}
+checkpoint: {{every_epochs: {every_epochs}}}
 failure: {{max_failures: {max_failures}}}
 tracking: {{experiment: faults}}
 """)
@@ -99,6 +99,38 @@ def test_a_killed_worker_is_replaced_and_training_continues(cifar_medium, tmp_pa
     assert "restarts" in out
     check_history(home, run_id)
     assert client(home).get_run(run_id).data.tags["resplat.worker_group_restarts"] == "1"
+
+
+def test_a_worker_killed_before_the_first_checkpoint_restarts_from_scratch_and_is_counted(cifar_medium, tmp_path):
+    home = tmp_path / "home"
+    # Checkpoints only at the end: a kill in epoch 2 leaves nothing to restore.
+    process = start(write_job(tmp_path, cifar_medium, "early", max_failures=2, every_epochs=EPOCHS), home)
+    try:
+        run_id = wait_for_epoch(home, 1, process)
+        training_workers(process)[0].send_signal(signal.SIGKILL)
+        out, err = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, out[-2000:] + err[-2000:]
+    mlflow = client(home)
+    run = mlflow.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    # At least the restart the kill caused; a loaded machine can add one of Ray's own (a worker
+    # group torn down when its placement-group cleaner gives up), and each is counted.
+    restarts = int(run.data.tags["resplat.worker_group_restarts"])
+    assert restarts >= 1
+    assert "resplat.restored_from_epoch" not in run.data.tags
+    steps = [m.step for m in mlflow.get_metric_history(run_id, "val_top1")]
+    assert set(steps) == set(range(1, EPOCHS + 1)) and steps.count(1) >= 2  # epoch 1 trained again
+    lost_epochs = mlflow.get_metric_history(run_id, "lost_epochs")
+    lost_steps = mlflow.get_metric_history(run_id, "lost_steps")
+    assert sorted(m.step for m in lost_epochs) == list(range(1, restarts + 1))  # one entry per restart
+    total_epochs = max(m.value for m in lost_epochs)  # cumulative
+    assert total_epochs >= 1
+    steps_per_epoch = 2000 // 50
+    assert max(m.value for m in lost_steps) >= steps_per_epoch * total_epochs
 
 
 def test_an_interrupted_run_resumes_with_submit_resume(cifar_medium, tmp_path):
