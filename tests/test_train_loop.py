@@ -139,7 +139,9 @@ def test_mid_epoch_checkpoints_resume_at_the_next_batch(beton_spec):
 
 def test_the_reporter_can_ask_for_a_checkpoint_at_any_step(beton_spec):
     spec = beton_spec.model_copy(update={"schedule": beton_spec.schedule.model_copy(update={"epochs": 1})})
-    reporter = RecordingReporter(request_at=(3,))
+    reporter = RecordingReporter(request_at=(3, 8))
     train(spec, reporter)
     [asked] = reporter.checkpoints
     assert asked.preemption and asked.global_step == 3 and asked.state["epoch_step"] == 3
+    [end] = reporter.epochs  # asked at the epoch's last step: the epoch's own checkpoint answers
+    assert end.preemption and end.state["global_step"] == 8 and end.state["epoch_step"] == 0

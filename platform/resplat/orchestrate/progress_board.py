@@ -38,8 +38,9 @@ class ProgressBoard:
         return {"restart": restart, "restarts": self.restarts, "preemptions": self.preemptions,
                 "lost_steps": self.lost_steps, "lost_epochs": self.lost_epochs}
 
-    def note_preemption(self) -> None:
+    def note_preemption(self) -> int:
         self.preemptions += 1
+        return self.preemptions
 
     def snapshot(self) -> tuple:
         return self.latest, list(self.epochs), self.restarts

@@ -16,12 +16,19 @@ from resplat.tracking import TrackedRun
 from resplat.tracking.names import (
     LOST_EPOCHS_METRIC,
     LOST_STEPS_METRIC,
+    PREEMPTION_CHECKPOINT_STEP_METRIC,
+    PREEMPTIONS_TAG,
     RESTORED_FROM_EPOCH_METRIC,
     RESTORED_FROM_EPOCH_TAG,
+    RESTORED_FROM_STEP_METRIC,
 )
-from resplat.train import EpochReport, Progress, train
+from resplat.train import EpochReport, Progress, StepCheckpoint, train
 
 STATE_FILE = "state.pt"
+# ray.train.get_preemption_info() is a collective (rank 0's view, broadcast): every worker must ask
+# at the same steps, so it is polled by step count, not by the clock. Ray's own watcher reads the
+# drain state every 5 s; a notice gives 30 s (GCP) to 2 min (AWS).
+PREEMPTION_POLL_STEPS = 5
 
 
 def load_state(checkpoint: ray.train.Checkpoint) -> dict:
@@ -39,6 +46,7 @@ class RayReporter:
         self.run = run
         self.gauges = gauges
         self.use_gpu = use_gpu
+        self.answered_notice = None  # the preemption notice a checkpoint has already answered
 
     def progress(self, update: Progress) -> None:
         if self.rank == 0:
@@ -67,13 +75,48 @@ class RayReporter:
             ray.get(self.board.post_epoch.remote(report.epoch, report.metrics))
             if self.run is not None:
                 self.run.log_metrics(report.metrics, step=report.epoch)
-        if report.state is None:
+        self._report(metrics, report.state)
+        if report.preemption:
+            self._note_preemption(report.global_step)
+
+    def checkpoint_requested(self, global_step: int) -> bool:
+        if global_step % PREEMPTION_POLL_STEPS:
+            return False
+        info = ray.train.get_preemption_info()
+        if info is None:
+            return False
+        notice = (tuple(info.preempted_node_ids), info.deadline_ms)
+        if notice == self.answered_notice:
+            return False
+        self.answered_notice = notice
+        return True
+
+    def _note_preemption(self, global_step: int) -> None:
+        """Recorded once the just-in-time checkpoint is saved."""
+        if self.rank != 0:
+            return
+        preemptions = ray.get(self.board.note_preemption.remote())
+        self.gauges.set(m.PREEMPTIONS, preemptions)
+        if self.run is not None:
+            self.run.set_tags({PREEMPTIONS_TAG: str(preemptions)})
+            self.run.log_metrics({PREEMPTION_CHECKPOINT_STEP_METRIC: global_step}, step=preemptions)
+
+    def step_checkpoint(self, saved: StepCheckpoint) -> None:
+        # "epoch" stays the last finished one: Tune's schedulers count epochs by it.
+        metrics = {**saved.metrics, "epoch": saved.epoch - 1, "epoch_step": saved.step,
+                   "global_step": saved.global_step, "final": False}
+        self._report(metrics, saved.state)
+        if saved.preemption:
+            self._note_preemption(saved.global_step)
+
+    def _report(self, metrics: dict, state: dict | None) -> None:
+        if state is None:
             ray.train.report(metrics)
             return
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / STATE_FILE
-            torch.save(report.state, path)
+            torch.save(state, path)
             size = path.stat().st_size
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
         self.gauges.set(m.CHECKPOINT_SECONDS, time.perf_counter() - started)
@@ -113,7 +156,8 @@ def train_loop_per_worker(config: dict) -> None:
     if run is not None:
         if resume is not None:
             run.set_tags({RESTORED_FROM_EPOCH_TAG: str(resume["epoch"])})
-            run.log_metrics({RESTORED_FROM_EPOCH_METRIC: resume["epoch"]}, step=resume["epoch"])
+            run.log_metrics({RESTORED_FROM_EPOCH_METRIC: resume["epoch"],
+                             RESTORED_FROM_STEP_METRIC: resume["global_step"]}, step=resume["epoch"])
         if joined["restart"]:
             run.log_metrics({LOST_STEPS_METRIC: joined["lost_steps"], LOST_EPOCHS_METRIC: joined["lost_epochs"]},
                             step=joined["restarts"])

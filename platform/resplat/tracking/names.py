@@ -58,6 +58,11 @@ RESTORED_FROM_EPOCH_METRIC = "restored_from_epoch"
 # Work redone after worker-group restarts, cumulative over the run (step: the restart count).
 LOST_STEPS_METRIC = "lost_steps"
 LOST_EPOCHS_METRIC = "lost_epochs"
+# Spot preemption: the global step of each just-in-time checkpoint (step: the preemption count),
+# the count so far as a tag, and the global step a restarted worker group resumed from.
+PREEMPTION_CHECKPOINT_STEP_METRIC = "preemption_checkpoint_step"
+PREEMPTIONS_TAG = "resplat.preemptions"
+RESTORED_FROM_STEP_METRIC = "restored_from_step"
 # What the training loop reports per epoch and the sweep report draws.
 TRAIN_TOP1_METRIC = "train_top1"
 VAL_TOP1_METRIC = "val_top1"

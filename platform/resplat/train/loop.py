@@ -202,7 +202,7 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
         # Data wait: time from the end of one step to the start of the next (the loader's turn).
         step_end, window_start, window_step, data_wait = t0, t0, skip, 0.0
         steps_this_epoch = min(steps_per_epoch, plan.total_steps - (step - skip))
-        save_at_epoch_end = False
+        save_at_epoch_end = preempted_at_epoch_end = False
         for i, (images, labels) in enumerate(train_loader, start=skip):
             if i >= steps_this_epoch:
                 break
@@ -238,6 +238,7 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
             if preempted or (every_steps and step % every_steps == 0):
                 if i + 1 == steps_this_epoch:
                     save_at_epoch_end = True  # the epoch's own checkpoint comes in a moment
+                    preempted_at_epoch_end = preempted
                 else:
                     reporter.step_checkpoint(StepCheckpoint(
                         epoch=epoch + 1, step=i + 1, global_step=step,
@@ -266,5 +267,6 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
         final = epoch + 1 == epochs
         due = final or save_at_epoch_end or (epoch + 1) % spec.checkpoint.every_epochs == 0
         state = snapshot(epoch + 1, 0) if rank == 0 and due else None
-        reporter.epoch_end(EpochReport(epoch=epoch + 1, global_step=step, metrics=metrics, state=state, final=final))
+        reporter.epoch_end(EpochReport(epoch=epoch + 1, global_step=step, metrics=metrics, state=state, final=final,
+                                       preemption=preempted_at_epoch_end))
     return metrics

@@ -34,6 +34,7 @@ class EpochReport:
     metrics: dict[str, float]
     state: dict[str, Any] | None  # only on rank 0, only when a checkpoint is due
     final: bool
+    preemption: bool = False  # the checkpoint answers a preemption notice (received in the last step)
 
 
 @dataclass(frozen=True)
