@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ray_nodes import training_node_id
 
 from resplat.spec import JobSpec
 
@@ -43,16 +44,6 @@ def two_worker_nodes(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-
-
-def training_node_id() -> str | None:
-    """The node of the one worker's placement group (asked of the GCS: the dashboard may be slow to start)."""
-    import ray
-
-    for group in ray.util.placement_group_table().values():
-        if group["state"] == "CREATED":
-            return next(iter(group["bundles_to_node_id"].values()))
-    return None
 
 
 def drain_for_preemption(gcs_address: str, node_id: str, deadline_s: int) -> None:

@@ -10,12 +10,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from ray_nodes import training_node_id
 
 from resplat.spec import JobSpec
 
 pytestmark = pytest.mark.slow
 BUCKET = "resplat-test"
-ADDRESS: dict[str, str] = {}
 
 
 def free_port() -> int:
@@ -57,25 +57,13 @@ def two_nodes(s3_uri):
     import ray
     from ray.cluster_utils import Cluster
 
-    # The dashboard serves Ray's state API, which finds the node the training worker runs on.
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port()})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes = {name: cluster.add_node(num_cpus=1, resources={name: 1}) for name in ("node_a", "node_b")}
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
-    ADDRESS["gcs"] = cluster.address
     yield cluster, nodes
     ray.shutdown()
     cluster.shutdown()
-
-
-def training_node_id() -> str | None:
-    from ray.util.state import list_actors
-
-    for actor in list_actors(address=ADDRESS["gcs"], filters=[("state", "=", "ALIVE")], limit=1000):
-        if "RayTrainWorker" in (actor.class_name or ""):
-            return actor.node_id
-    return None
 
 
 def test_a_job_on_object_storage_survives_losing_its_node(two_nodes, s3_uri, cifar_medium):
