@@ -134,6 +134,16 @@ time.sleep(900)
 """
 
 
+def wait_for_series(url: str, expr: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Until Prometheus has scraped `expr` (or the job ended: the panel check then says what is missing)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        with urllib.request.urlopen(f"{url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}") as response:
+            if json.load(response)["data"]["result"]:
+                return
+        time.sleep(0.5)
+
+
 def gcs_address(session_dir: Path) -> str:
     """The address of the session's GCS: its node's IP (as its metrics targets give it) and port."""
     targets = json.loads((session_dir / "prom_metrics_service_discovery.json").read_text())[0]["targets"]
@@ -176,6 +186,7 @@ tracking: {{experiment: dashboards}}
         sweep_driver = subprocess.Popen(
             [sys.executable, "-c", SWEEP_DRIVER, gcs_address(session.parent), sweep], cwd=ROOT,
             env={**env, "RAY_AUTH_MODE": "token"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for_series(url, f'ray_resplat_sweep_trials{{sweep="{sweep}"}}', process)
         out, err = process.communicate(timeout=600)
         assert process.returncode == 0, out[-2000:] + err[-2000:]
         end = time.time()
