@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from resplat.errors import InputError, RunError
+from resplat.tracking.server import GRACEFUL_SHUTDOWN_S, SERVER_ENVIRONMENT
 
 STOP_GRACE_SECONDS = 15
 READY_TIMEOUT_SECONDS = 300
@@ -51,7 +52,9 @@ def server_command(*, tracking_uri: str, host: str, port: int, workers: int, art
     here = Path(sys.executable).parent
     mlflow = str(here / "mlflow") if (here / "mlflow").exists() else "mlflow"
     command = [mlflow, "server", "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port),
-               "--workers", str(workers)]
+               "--workers", str(workers),
+               # A client's idle keep-alive connection would otherwise hold a stop for a long time.
+               "--uvicorn-opts", f"--timeout-graceful-shutdown {GRACEFUL_SHUTDOWN_S}"]
     if artifact_root is not None:
         command += ["--default-artifact-root", artifact_root.as_uri()]
     return command
@@ -65,7 +68,7 @@ def serve(command: list[str], *, host: str, port: int, on_ready: Callable[[str],
     stop_signal: dict[str, int | None] = {"number": None}
     with tempfile.TemporaryFile(mode="w+", prefix="resplat-ui-") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  start_new_session=True)
+                                  start_new_session=True, env={**os.environ, **SERVER_ENVIRONMENT})
 
         def stop(number, _frame) -> None:
             stop_signal["number"] = number

@@ -68,6 +68,7 @@ def run_training(
     on_update: Callable[[object, list[dict]], None] = lambda progress, epochs: None,
     callbacks: list | None = None,
     data_sources: dict[str, tuple[str, str]] | None = None,
+    trial_id: str | None = None,
 ) -> TrainOutcome:
     """Fit `spec` on the connected Ray cluster; call `on_update` while it trains.
     `data_sources`: {"train"/"val": (object store URI, sha256)} that workers copy to their node."""
@@ -80,6 +81,7 @@ def run_training(
         "tracking_uri": run.tracking_uri if run else None,
         "board": board,
         "data_sources": data_sources,
+        "trial_id": trial_id,  # the Tune trial, for the workers' metric labels
     }
     trainer = build_trainer(spec, config=config, run_name=run_name, callbacks=callbacks)
     outcome: dict = {}

@@ -24,6 +24,7 @@ from ray.tune import Callback
 
 from resplat import paths
 from resplat.errors import InputError, Interrupted, RunError
+from resplat.orchestrate.metrics import TRIAL_STATES, SweepMetrics
 from resplat.spec import flatten, to_yaml
 from resplat.sweep import LoadedSweep, validate_trial
 from resplat.tracking import TrackedRun, tracking_uri_for
@@ -93,6 +94,8 @@ class SweepResult:
 
 
 SweepUpdate = Callable[[list[TrialView]], None]
+# The display's trial states as the sweeps dashboard counts them.
+GAUGE_STATE = {"stopped early": "stopped", "failed": "errored"}
 
 
 def tune_dir(sweep_name: str) -> Path:
@@ -117,7 +120,7 @@ def make_trainable(base_raw: dict, *, sweep_name: str, tracking_uri: str, experi
         # A failure (or a stop by the scheduler, which can surface here as one) leaves the run to the
         # driver: it settles every child from Tune's view of the trial once the sweep ends.
         outcome = run_training(spec, run=child, run_name=f"{sweep_name}-{parent_run_id[:8]}-{trial_id}",
-                               callbacks=[TuneReportCallback()])
+                               callbacks=[TuneReportCallback()], trial_id=trial_id)
         # A trial the scheduler stops may also end here normally, after its last report.
         finished = bool(outcome.metrics.get("final"))
         child.set_tags({TRIAL_STATUS_TAG: "finished" if finished else "stopped_early"})
@@ -147,14 +150,15 @@ def _child_run(tracking_uri: str, experiment: str, parent_run_id: str, trial_id:
 class TrialProgress(Callback):
     """Keeps one TrialView per trial from Tune's driver-side events and hands them to `on_update`."""
 
-    def __init__(self, metric: str, on_update: SweepUpdate):
+    def __init__(self, metric: str, on_update: SweepUpdate, sweep_name: str):
         self.metric = metric
         self.on_update = on_update
         self.views: dict[str, TrialView] = {}
+        self.gauge = SweepMetrics(sweep_name)  # the sweeps dashboard's trial states
 
     def __getstate__(self) -> dict:
         # Tune pickles its run config into the sweep's storage; a live display cannot be pickled.
-        return {"metric": self.metric, "on_update": None, "views": {}}
+        return {"metric": self.metric, "on_update": None, "views": {}, "gauge": None}
 
     def _view(self, trial) -> TrialView:
         if trial.trial_id not in self.views:
@@ -162,6 +166,9 @@ class TrialProgress(Callback):
         return self.views[trial.trial_id]
 
     def _publish(self) -> None:
+        if self.gauge is not None:
+            states = [GAUGE_STATE.get(view.status, view.status) for view in self.views.values()]
+            self.gauge.set_counts({state: states.count(state) for state in set(states) if state in TRIAL_STATES})
         if self.on_update is not None:
             self.on_update(list(self.views.values()))
 
@@ -281,7 +288,7 @@ def _fit(sweep: LoadedSweep, parent: TrackedRun, uri: str, storage: Path, *, res
         # The trial only drives a TorchTrainer whose workers reserve the CPUs.
         {"cpu": 0, "memory": 1},  # a non-empty bundle Tune accepts; the bytes are nominal
     )
-    callbacks = [TrialProgress(sweep.space.metric, on_update)] if on_update else []
+    callbacks = [TrialProgress(sweep.space.metric, on_update, sweep.space.name)]
     if resumed:
         tuner = tune.Tuner.restore(str(storage), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
