@@ -269,3 +269,27 @@ def test_duplicate_keys_in_a_set_override_are_refused(place):
     job = place["cwd"] / "job.yaml"
     job.write_text("name: t\n")
     refused(place, "validate", str(job), "--set", "optim={lr: 1, lr: 2}", needles=("--set", "duplicate key 'lr'"))
+
+
+# ---------------------------------------------------------------- submit: cheap checks first, nothing started
+
+def small_job(place: dict[str, Path], data: Path, *, num_classes: int = 10, batch_size: int = 50) -> Path:
+    job = place["cwd"] / "small.yaml"
+    job.write_text(f"name: small\nmodel: {{family: cifar, depth: 8, num_classes: {num_classes}}}\n"
+                   f"data: {{train: {data / 'train'}, val: {data / 'test'}}}\noptim: {{batch_size: {batch_size}}}\n")
+    return job
+
+
+def test_dry_run_with_resume_starts_nothing(place, cifar_subset):
+    job = small_job(place, cifar_subset)
+    before = contents(place["cwd"], place["home"])
+    result = resplat(place, "submit", str(job), "--dry-run", "--resume", "0" * 32)
+    assert result.returncode == 0, result.stderr
+    assert "8 per epoch (400 train images)" in result.stdout
+    assert contents(place["cwd"], place["home"]) == before  # no store, no .beton, no Ray
+
+
+def test_submit_reports_every_cheap_problem_before_converting_anything(place, cifar_subset):
+    job = small_job(place, cifar_subset, num_classes=1000, batch_size=512)
+    result = refused(place, "submit", str(job), needles=("has 10 classes but model.num_classes is 1000",))
+    assert "less than one batch of 512" in result.stderr  # both problems, at once

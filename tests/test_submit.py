@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,16 +30,39 @@ tracking: {{experiment: e2e, register_as: smoke-model}}
     return job
 
 
+@contextlib.contextmanager
+def stale_ray_address_file():
+    """What a killed `ray start` head leaves in Ray's temp folder: its address, where nothing answers.
+    A local submit must start its own Ray, not try this one (restored afterwards)."""
+    import socket
+
+    address_file = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    saved = address_file.read_text() if address_file.exists() else None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    address_file.parent.mkdir(parents=True, exist_ok=True)
+    address_file.write_text(dead)
+    try:
+        yield
+    finally:
+        if saved is None:
+            address_file.unlink(missing_ok=True)
+        else:
+            address_file.write_text(saved)
+
+
 @pytest.fixture(scope="module")
 def submitted(cifar_subset: Path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("submit")
     home = tmp / "home"
     job = small_job(tmp, cifar_subset)
-    result = subprocess.run(
-        [sys.executable, "-m", "resplat", "submit", str(job)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "RESPLAT_HOME": str(home), "RAY_ADDRESS": ""},
-    )
+    with stale_ray_address_file():
+        result = subprocess.run(
+            [sys.executable, "-m", "resplat", "submit", str(job)],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+            env={**os.environ, "RESPLAT_HOME": str(home), "RAY_ADDRESS": ""},
+        )
     return result, home, job
 
 
