@@ -19,11 +19,11 @@ def client_for(tracking_uri: str):
 
 def open_store(tracking_uri: str):
     """A client on a store that must already exist (for reading); InputError when a local one is absent."""
+    location = local_store_path(tracking_uri)
+    if location is not None and not location.exists():  # said before MLflow's slow import
+        raise InputError(f"no MLflow store at {location} (tracking URI {tracking_uri})")
     from mlflow.tracking import MlflowClient
 
-    location = local_store_path(tracking_uri)
-    if location is not None and not location.exists():
-        raise InputError(f"no MLflow store at {location} (tracking URI {tracking_uri})")
     return MlflowClient(tracking_uri=tracking_uri)
 
 

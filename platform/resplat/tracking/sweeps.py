@@ -234,9 +234,9 @@ def _sweep_from_parent(client, parent, tracking_uri: str) -> Sweep:
 
 def load_sweep(tracking_uri: str, sweep: str) -> Sweep:
     """Read a sweep and its trials (with per-epoch metrics) from the MLflow store."""
+    client = open_store(tracking_uri)
     from mlflow.exceptions import MlflowException
 
-    client = open_store(tracking_uri)
     try:
         parent = find_sweep_run(client, sweep, tracking_uri)
         record = _sweep_from_parent(client, parent, tracking_uri)
