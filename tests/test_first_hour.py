@@ -293,3 +293,8 @@ def test_submit_reports_every_cheap_problem_before_converting_anything(place, ci
     job = small_job(place, cifar_subset, num_classes=1000, batch_size=512)
     result = refused(place, "submit", str(job), needles=("has 10 classes but model.num_classes is 1000",))
     assert "less than one batch of 512" in result.stderr  # both problems, at once
+
+
+def test_missing_quickstart_data_names_the_command_that_makes_it(place):
+    refused(place, "validate", str(ROOT / "jobs" / "cifar10-resnet20.yaml"),
+            needles=("data.train", "does not exist; make it with `resplat data cifar10`"))

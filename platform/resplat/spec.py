@@ -103,6 +103,8 @@ class DataSpec(Section):
             return path.expanduser()  # they name files on a cluster: checked where the job runs
         path = path.expanduser().absolute()
         if not path.exists():
+            if path.is_relative_to(paths.datasets_dir() / "cifar10"):
+                raise ValueError(f"{path} does not exist; make it with `resplat data cifar10`")
             raise ValueError(f"{path} does not exist (give an image folder or a .beton file)")
         if path.is_file() and path.suffix != ".beton":
             raise ValueError(f"{path} is a file but not a .beton (give an image folder or a .beton file)")
