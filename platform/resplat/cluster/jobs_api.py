@@ -78,11 +78,21 @@ def submit(target: ClusterTarget, *, name: str, kind: str, payload: dict, spec_s
     root = paths.checkout_root()
     with tempfile.TemporaryDirectory() as folder:
         runtime_env: dict = {"env_vars": env_vars}
-        if root is not None:  # else resplat must be installed on the cluster
+        if root is not None and not _local_autoscaling_head(target):  # else the cluster has resplat installed
             runtime_env["working_dir"] = str(build(root, Path(folder) / f"{job_id}.zip"))
             env_vars["PYTHONPATH"] = "platform"
         return client.submit_job(entrypoint=DRIVER_ENTRYPOINT, submission_id=job_id, runtime_env=runtime_env,
                                  metadata=metadata)
+
+
+def _local_autoscaling_head(target: ClusterTarget) -> bool:
+    """The recorded head of a fake_multinode cluster: its nodes are this machine, running this checkout
+    already, and they share one Ray temp folder, where a node that goes deletes the job's unpacked
+    working_dir under the driver's feet."""
+    from resplat.cluster import head
+
+    recorded = head.recorded()
+    return recorded is not None and recorded.url == target.url and recorded.autoscaling_config is not None
 
 
 def _row(job, run_id: str | None = None) -> JobRow:
