@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+_TRACKING_URI_AT_START = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_does_not_leak():
+    """mlflow.set_tracking_uri() in a test also sets MLFLOW_TRACKING_URI, which resplat reads as its
+    default store and every later `resplat` subprocess would inherit: put it back after each test."""
+    yield
+    if _TRACKING_URI_AT_START is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = _TRACKING_URI_AT_START
 
 
 @pytest.fixture(scope="session")

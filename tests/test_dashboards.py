@@ -162,12 +162,13 @@ name: {job_name}
 model: {{family: cifar, depth: 8}}
 data: {{train: {cifar_medium / 'train'}, val: {cifar_medium / 'test'}, loader_workers: 1}}
 optim: {{lr: 0.05, batch_size: 50}}
-schedule: {{kind: cosine, epochs: 2}}
+schedule: {{kind: cosine, epochs: 6}}
 scaling: {{num_workers: 1, cpus_per_worker: 1}}
 checkpoint: {{every_epochs: 1}}
 tracking: {{experiment: dashboards}}
 """)
-    # The job's own local Ray, in a temp dir of its own (short: Ray's socket paths must stay short),
+    # Six short epochs: the job outlives the sweep driver's start-up (a Python, ray.init, an export) on a
+    # quiet machine. The job's own local Ray, in a temp dir of its own (short: Ray's socket paths must stay short),
     # exporting metrics every second instead of every 10.
     ray_tmp = Path(tempfile.mkdtemp(prefix="rd", dir="/tmp"))
     home = tmp_path / "home"

@@ -98,7 +98,11 @@ def test_a_killed_worker_is_replaced_and_training_continues(cifar_medium, tmp_pa
     assert process.returncode == 0, out[-2000:] + err[-2000:]
     assert "restarts" in out
     check_history(home, run_id)
-    assert client(home).get_run(run_id).data.tags["resplat.worker_group_restarts"] == "1"
+    # Every worker-group restart is counted, also one Ray makes on its own at start-up on a loaded
+    # machine (it loses nothing); the kill costs one restart that resumes from a checkpoint.
+    run = client(home).get_run(run_id)
+    assert int(run.data.tags["resplat.worker_group_restarts"]) >= 1
+    assert int(run.data.tags["resplat.restored_from_epoch"]) >= 1
 
 
 def test_a_worker_killed_before_the_first_checkpoint_restarts_from_scratch_and_is_counted(cifar_medium, tmp_path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -37,3 +40,21 @@ def local_store_path(tracking_uri: str) -> Path | None:
     if parsed.scheme == "":
         return Path(tracking_uri)
     return None
+
+
+@contextlib.contextmanager
+def fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """MLflow's fluent API (log_model, register_model, load_text) aimed at `tracking_uri` for a while.
+    mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI, which resplat reads as the default store
+    and child processes inherit: it is put back afterwards."""
+    import mlflow
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resplat.errors import InputError
+from resplat.tracking.client import fluent_tracking_uri
 from resplat.tracking.model_card import CLASSES_KEY, PIPELINE_KEY, RESOLUTION_KEY
 
 
@@ -78,15 +79,16 @@ def predict(tracking_uri: str, reference: str, images: list[Path], *, top: int =
 
     name, version = resolve(tracking_uri, reference)
     model_uri = f"models:/{name}/{version}"
-    mlflow.set_tracking_uri(tracking_uri)
-    metadata = mlflow.models.get_model_info(model_uri).metadata or {}
+    with fluent_tracking_uri(tracking_uri):
+        metadata = mlflow.models.get_model_info(model_uri).metadata or {}
     if CLASSES_KEY not in metadata:
         raise InputError(f"{model_uri} was logged without its class names and eval transform; "
                          "log it again with this resplat")
     classes = list(metadata[CLASSES_KEY])
     batch = torch.stack([eval_tensor(image, pipeline=metadata[PIPELINE_KEY],
                                      resolution=int(metadata[RESOLUTION_KEY])) for image in decoded])
-    model = mlflow.pytorch.load_model(model_uri, map_location="cpu").eval()
+    with fluent_tracking_uri(tracking_uri):
+        model = mlflow.pytorch.load_model(model_uri, map_location="cpu").eval()
     with torch.no_grad():
         probabilities = model(batch).softmax(dim=1)
     k = min(top, len(classes))

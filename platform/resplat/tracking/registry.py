@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from resplat.errors import InputError
-from resplat.tracking.client import client_for
+from resplat.tracking.client import client_for, fluent_tracking_uri
 from resplat.tracking.names import CHAMPION
 
 
@@ -13,8 +13,8 @@ def register(tracking_uri: str, model_uri: str, name: str) -> str:
     """Register the model at `model_uri` under `name`; return the new version."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.register_model(model_uri, name).version
+    with fluent_tracking_uri(tracking_uri):
+        return mlflow.register_model(model_uri, name).version
 
 
 def beats(value: float, other: float, mode: str) -> bool:

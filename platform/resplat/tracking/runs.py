@@ -8,7 +8,7 @@ from pathlib import Path
 
 from resplat import paths
 from resplat.errors import InputError
-from resplat.tracking.client import client_for
+from resplat.tracking.client import client_for, fluent_tracking_uri
 from resplat.tracking.names import MODEL_ARTIFACT, RESOLVED_SPEC, RESUMED_TAG
 
 # MLflow's SQLite store logs its table set-up and migrations at INFO on first use; mlflow
@@ -79,8 +79,8 @@ class TrackedRun:
         import mlflow
         import mlflow.artifacts
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        return mlflow.artifacts.load_text(f"runs:/{self.run_id}/{artifact}")
+        with fluent_tracking_uri(self.tracking_uri):
+            return mlflow.artifacts.load_text(f"runs:/{self.run_id}/{artifact}")
 
     def reopen(self) -> None:
         self.client.update_run(self.run_id, status="RUNNING")
@@ -124,8 +124,8 @@ class TrackedRun:
         from resplat.tracking.model_card import bundle_model_code, model_metadata
 
         metadata = model_metadata(self.read_text(RESOLVED_SPEC))
-        mlflow.set_tracking_uri(self.tracking_uri)
-        with tempfile.TemporaryDirectory() as folder, mlflow.start_run(run_id=self.run_id):
+        with (fluent_tracking_uri(self.tracking_uri), tempfile.TemporaryDirectory() as folder,
+              mlflow.start_run(run_id=self.run_id)):
             info = mlflow.pytorch.log_model(
                 model, name=MODEL_ARTIFACT, input_example=input_example, serialization_format="pickle",
                 code_paths=[str(bundle_model_code(Path(folder)))], metadata=metadata,
