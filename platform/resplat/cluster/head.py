@@ -68,7 +68,7 @@ def _record(head: RecordedHead | None) -> None:
     tmp.replace(state_file())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -89,10 +89,10 @@ def _answers(url: str, timeout: float = 2.0) -> bool:
 
 
 def is_alive(head: RecordedHead) -> bool:
-    return _pid_alive(head.pid) and _answers(head.url)
+    return pid_alive(head.pid) and _answers(head.url)
 
 
-def _free_port(preferred: int | None = None) -> int:
+def free_port(preferred: int | None = None) -> int:
     for port in ([preferred] if preferred else []) + [0]:
         with socket.socket() as probe:
             try:
@@ -130,7 +130,7 @@ def start(*, autoscaling_config: Path | None = None, dashboard_port: int | None 
     existing = recorded()
     if existing is not None and is_alive(existing):
         return existing, False
-    port = _free_port(dashboard_port or DEFAULT_DASHBOARD_PORT)
+    port = free_port(dashboard_port or DEFAULT_DASHBOARD_PORT)
     if dashboard_port and port != dashboard_port:
         raise InputError(f"--dashboard-port {dashboard_port}: the port is taken; choose another")
     home = paths.home()
@@ -139,14 +139,14 @@ def start(*, autoscaling_config: Path | None = None, dashboard_port: int | None 
     logs.mkdir(parents=True, exist_ok=True)
     # Short: Ray's socket paths under it must stay within the 107 characters a Unix socket allows.
     temp_dir = tempfile.mkdtemp(prefix="resplat-ray-", dir="/tmp")
-    gcs_port = _free_port()
+    gcs_port = free_port()
     command = [
         _ray_executable(), "start", "--head", "--block",
         f"--port={gcs_port}",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={port}",
-        f"--ray-client-server-port={_free_port()}",
-        f"--dashboard-agent-listen-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
         f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
     ]
@@ -264,4 +264,5 @@ def forget() -> None:
     _record(None)
 
 
-__all__ = ["RecordedHead", "add_process", "forget", "is_alive", "recorded", "start", "state_file", "stop"]
+__all__ = ["RecordedHead", "add_process", "forget", "free_port", "is_alive", "pid_alive", "recorded", "start",
+           "state_file", "stop"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,16 +16,11 @@ from pathlib import Path
 
 import yaml
 
+from resplat.cluster.head import free_port
 from resplat.errors import InputError, RunError
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[3] / "dashboards" / "prometheus" / "prometheus.yml"
 READY_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prometheus_binary() -> str:

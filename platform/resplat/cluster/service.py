@@ -53,7 +53,7 @@ def up(file: Path | None, *, dashboard_port: int | None = None, metrics: bool = 
 def _start_metrics(recorded) -> str:
     from resplat.cluster.prometheus import start_prometheus
 
-    if PROMETHEUS in recorded.extra_pids and local_head._pid_alive(recorded.extra_pids[PROMETHEUS]):
+    if PROMETHEUS in recorded.extra_pids and local_head.pid_alive(recorded.extra_pids[PROMETHEUS]):
         return "Prometheus already running"
     sd_file = Path(recorded.temp_dir) / "prom_metrics_service_discovery.json"
     pid, url = start_prometheus(state_dir=Path(recorded.home) / "prometheus", sd_file=sd_file)
