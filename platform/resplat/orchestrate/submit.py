@@ -6,6 +6,9 @@ data or a job too big for this machine fails with an InputError and no side effe
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +43,12 @@ from resplat.train.schedule import plan_steps
 ProgressFactory = Callable[[str], Callable[[int, int], None]]
 
 
+def timing(event: str, **fields) -> None:
+    """With RESPLAT_TIMING=1, one JSON line per start-up phase on stderr (bench/first_step.py reads them)."""
+    if os.environ.get("RESPLAT_TIMING"):
+        print(json.dumps({"resplat_timing": event, "t": time.time(), **fields}), file=sys.stderr, flush=True)
+
+
 @dataclass
 class PreparedData:
     data: DataSpec  # with .beton sources
@@ -71,6 +80,7 @@ def _options(data: DataSpec) -> WriteOptions:
 
 def prepare_data(data: DataSpec, *, num_classes: int, progress: ProgressFactory | None = None) -> PreparedData:
     """Turn folder sources into cached .beton files (once); check classes agree with the model."""
+    timing("data")
 
     def source(path: Path, label: str, classes=None) -> BetonInfo:
         if path.suffix == ".beton":
@@ -91,6 +101,7 @@ def prepare_data(data: DataSpec, *, num_classes: int, progress: ProgressFactory 
             f"data.train ({data.train}) has {len(train.classes)} classes but model.num_classes is "
             f"{num_classes}; set model.num_classes: {len(train.classes)}"
         )
+    timing("data_ready")
     return PreparedData(data=data.model_copy(update={"train": train.path, "val": val.path}), train=train, val=val)
 
 
@@ -100,14 +111,19 @@ def plan(spec: JobSpec) -> dict[str, str]:
     warmup = spec.schedule.warmup
     warmup_text = (f", {spec.schedule.warmup_shape} warmup over {warmup:g} {spec.schedule.unit} from "
                    f"{spec.effective_lr * spec.schedule.warmup_start:g}" if warmup else "")
+    low, high = s.min_workers, s.max_workers
+    follows = " (follows the workers)" if s.elastic else ""
     return {
         "job": spec.name,
         "model": f"{spec.model.family} ResNet-{spec.model.depth}, shortcut {spec.model.shortcut}, "
         f"{spec.model.num_classes} classes",
-        "workers": f"{s.num_workers} x ({s.cpus_per_worker} CPU{', 1 GPU' if s.use_gpu else ''}), "
-        f"placement {s.placement}",
-        "batch": f"{spec.optim.batch_size} per worker, {spec.optim.global_batch_size} global",
-        "lr": f"{spec.effective_lr:g} ({spec.schedule.kind} schedule{warmup_text})",
+        "workers": f"{s.describe_workers()} x ({s.cpus_per_worker} CPU{', 1 GPU' if s.use_gpu else ''}), "
+        f"placement {s.placement}" + (f"; starts with the workers that fit (at least {low}), looks for room "
+                                      f"to grow to {high} every {s.resize_check_seconds:g} s" if s.elastic else ""),
+        "batch": f"{spec.optim.batch_size} per worker, "
+        f"{_span(spec.global_batch_size(low), spec.global_batch_size(high))} global{follows}",
+        "lr": f"{_span(spec.peak_lr(low), spec.peak_lr(high))} ({spec.schedule.kind} schedule{warmup_text})"
+        + (follows if spec.peak_lr(low) != spec.peak_lr(high) else ""),
         "length": f"{spec.schedule.epochs} epochs" + (f", at most {spec.schedule.max_steps} steps"
                                                       if spec.schedule.max_steps else ""),
         "steps": _steps(spec),
@@ -118,17 +134,29 @@ def plan(spec: JobSpec) -> dict[str, str]:
     }
 
 
+def _span(low: float, high: float) -> str:
+    """"0.1", or "0.1..0.4" for what an elastic job's size changes."""
+    return f"{low:g}" if low == high else f"{low:g}..{high:g}"
+
+
 def _steps(spec: JobSpec) -> str:
     try:
         images = count_images(spec.data.train)
     except DataError as error:  # the plan still shows the rest; a submit would stop on this
         return f"unknown: {error}"
-    per_epoch = train_batches_per_epoch(images, spec.scaling.num_workers, spec.optim.batch_size)
-    if per_epoch == 0:
-        return (f"none: {images:,} train images give each of {spec.scaling.num_workers} workers "
-                f"less than one batch of {spec.optim.batch_size}")
-    total = plan_steps(spec.schedule, per_epoch).total_steps
-    return f"{per_epoch:,} per epoch ({images:,} train images), {total:,} in all"
+    s = spec.scaling
+    per_epoch, total = [], []
+    for workers in dict.fromkeys((s.min_workers, s.max_workers)):
+        steps = train_batches_per_epoch(images, workers, spec.optim.batch_size)
+        if steps == 0:
+            return (f"none: {images:,} train images give each of {workers} workers "
+                    f"less than one batch of {spec.optim.batch_size}")
+        per_epoch.append(f"{steps:,}")
+        total.append(f"{plan_steps(spec.schedule, steps).total_steps:,}")
+    if not s.elastic:
+        return f"{per_epoch[0]} per epoch ({images:,} train images), {total[0]} in all"
+    return (f"{'..'.join(per_epoch)} per epoch with {s.min_workers}..{s.max_workers} workers ({images:,} train "
+            f"images), {'..'.join(total)} in all at one size")
 
 
 def _memory_gib(spec: JobSpec) -> float:
@@ -159,9 +187,10 @@ def problems_before_start(spec: JobSpec, *, local: bool) -> list[str]:
     unknown = sorted(set(val_classes) - set(train_classes))
     if unknown:
         problems.append(f"data.val ({spec.data.val}) has classes that data.train lacks: {', '.join(unknown[:5])}")
-    if train_batches_per_epoch(train_images, spec.scaling.num_workers, spec.optim.batch_size) == 0:
+    most = spec.scaling.max_workers  # an elastic job may grow to them
+    if train_batches_per_epoch(train_images, most, spec.optim.batch_size) == 0:
         problems.append(f"data.train ({spec.data.train}) has {train_images:,} images: less than one batch of "
-                        f"{spec.optim.batch_size} for each of {spec.scaling.num_workers} workers; lower "
+                        f"{spec.optim.batch_size} for each of {most} workers; lower "
                         "optim.batch_size or scaling.num_workers")
     return problems
 
@@ -182,6 +211,7 @@ def check_runnable(spec: JobSpec, *, address: str | None) -> None:
     from resplat.tracking import tracking_uri_for
     from resplat.tracking.server import check_tracking_reachable
 
+    timing("checks")
     check_tracking_reachable(tracking_uri_for(spec.tracking))
     problems = problems_before_start(spec, local=address is None)
     if problems:
@@ -204,6 +234,7 @@ def submit(
 
     spec = spec.model_copy(update={"data": prepared.data})
     started = time.perf_counter()
+    timing("mlflow_run")
     run = TrackedRun.create(
         tracking_uri_for(spec.tracking),
         spec.tracking.experiment,
@@ -265,14 +296,24 @@ def _train_and_log(spec: JobSpec, run, *, started: float, address, verbose, on_u
     from resplat.orchestrate.trainer import run_training
 
     seen: list[dict] = []  # epochs reported so far, for the tag a stopped run gets
+    first_step_seen = False
 
     def update(progress, epochs: list[dict]) -> None:
+        nonlocal first_step_seen
+        if progress is not None and progress.global_step and not first_step_seen:
+            first_step_seen = True  # step_seconds then spans the epoch's start to the first step's end
+            timing("first_step", step=progress.step, step_seconds=progress.step_seconds,
+                   data_wait_fraction=progress.data_wait_fraction)
+        for epoch in epochs[len(seen):]:
+            timing("epoch", **epoch)
         seen[:] = epochs
         if on_update is not None:
             on_update(progress, epochs)
 
     try:
+        timing("ray")
         start_ray(address=address, verbose=verbose)
+        timing("ray_ready")
         outcome = run_training(spec, run=run, run_name=f"{spec.name}-{run.run_id[:8]}", on_update=update,
                                data_sources=publish_data(spec))
         model_uri = run.log_model(final_model(spec, outcome.final_state), input_example(spec))
