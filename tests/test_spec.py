@@ -164,3 +164,71 @@ def test_cli_dry_run_prints_the_plan(tmp_path, data_dirs):
     assert "128 per worker, 256 global" in result.stdout  # the plan, then what submit would refuse
     assert "steps  unknown:" in result.stdout and "no image" in result.stdout  # empty class folders
     assert result.returncode == 2 and "no image" in result.stderr
+
+
+def test_elastic_workers_take_a_range(tmp_path, data_dirs):
+    path = write(tmp_path, minimal(data_dirs, "optim: {batch_size: 32, lr_scaling: linear, base_batch_size: 32}\n"
+                                              "scaling: {num_workers: [1, 4], resize_check_seconds: 5}\n"))
+    spec = load_job(path)
+    assert (spec.scaling.min_workers, spec.scaling.max_workers, spec.scaling.elastic) == (1, 4, True)
+    # The per-worker batch is fixed; the global batch and the linear-scaled lr follow the current workers.
+    assert spec.optim.batch_size == 32 and spec.optim.global_batch_size is None
+    assert [spec.global_batch_size(n) for n in (1, 3)] == [32, 96]
+    assert [spec.peak_lr(n) for n in (1, 4)] == pytest.approx([0.1, 0.4])
+    assert load_job(path, ["scaling.num_workers=[3, 3]"]).scaling.num_workers == 3  # no range: fixed
+    fixed = load_job(path, ["scaling.num_workers=2"]).scaling
+    assert (fixed.min_workers, fixed.max_workers, fixed.elastic) == (2, 2, False)
+
+
+@pytest.mark.parametrize("workers", ["[2, 1]", "[0, 2]", "[1]", "[1, 2, 3]", "0", "true", "[1, two]"])
+def test_bad_elastic_ranges_name_the_rule(tmp_path, data_dirs, workers):
+    found = problems(write(tmp_path, minimal(data_dirs, f"scaling: {{num_workers: {workers}}}\n")))
+    assert len(found) == 1, found
+    assert found[0].startswith("scaling.num_workers: give a worker count >= 1 or an elastic range [MIN, MAX] "
+                               "with 1 <= MIN <= MAX (got ")
+
+
+def test_elastic_workers_refuse_a_fixed_global_batch(tmp_path, data_dirs):
+    found = problems(write(tmp_path, minimal(data_dirs, "optim: {global_batch_size: 256}\n"
+                                                        "scaling: {num_workers: [2, 4]}\n")))
+    assert found == [("(top level): optim.global_batch_size cannot be fixed for an elastic scaling.num_workers "
+                      "[2, 4] (the global batch is optim.batch_size x the current workers); give optim.batch_size")]
+    quasi = problems(write(tmp_path, minimal(data_dirs, "scaling: {num_workers: [1, 2]}\n")), ["data.order=quasi_random"])
+    assert "data.order quasi_random does not work with more than one worker" in quasi[0]
+
+
+def test_cli_dry_run_plans_an_elastic_job(tmp_path, cifar_subset):
+    job = write(tmp_path, minimal((cifar_subset / "train", cifar_subset / "test"),
+                                  "optim: {batch_size: 20, lr: 0.05, lr_scaling: linear, base_batch_size: 20}\n"
+                                  "schedule: {epochs: 3}\nscaling: {num_workers: [1, 2], resize_check_seconds: 2}\n"))
+    result = run_cli("submit", str(job), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "1..2 (elastic) x (1 CPU)" in result.stdout
+    assert "looks for room to grow to 2 every 2 s" in result.stdout
+    assert "20 per worker, 20..40 global, following the workers" in result.stdout
+    assert "0.05..0.1, following the workers (step schedule)" in result.stdout
+    # 400 images: 20 batches of 20 with one worker, 10 each with two.
+    assert "20..10 per epoch with 1..2 workers (400 train images), 60..30 in all" in result.stdout
+    # Fixed sizes keep their plan; a local run needs room for the fewest workers only.
+    fixed = run_cli("submit", str(job), "--dry-run", "--set", "scaling.num_workers=2")
+    assert "20 per worker, 40 global\n" in fixed.stdout and "0.1 (step schedule)" in fixed.stdout
+    too_big = run_cli("submit", str(job), "--dry-run", "--set", f"scaling.num_workers=[{os.cpu_count() + 1}, 64]")
+    assert too_big.returncode == 2 and f"asks for at least {os.cpu_count() + 1} workers" in too_big.stderr
+    grows_past_data = run_cli("submit", str(job), "--dry-run", "--set", "scaling.num_workers=[1, 64]")
+    assert grows_past_data.returncode == 2 and "less than one batch of 20 for each of 64 workers" in grows_past_data.stderr
+
+
+def test_cluster_plan_starts_with_min_and_grows_to_max():
+    from resplat.cluster.capacity import plan_nodes
+    from resplat.spec import ScalingSpec
+
+    local = ROOT / "cluster" / "local-autoscaling.yaml"  # gpu1 nodes: 1 CPU each, at most 2; gpu8: 8 CPUs, 1
+    grows = plan_nodes(ScalingSpec(num_workers=[1, 2], placement="STRICT_SPREAD"), local)
+    assert grows.startswith("starts with 1 x ") and "; grows to " in grows
+    assert "node limits" not in grows
+    capped = plan_nodes(ScalingSpec(num_workers=[2, 8], placement="STRICT_SPREAD"), local)
+    assert capped.endswith("(the file's node limits stop it at 3 of the 8)")
+    from resplat.errors import InputError
+
+    with pytest.raises(InputError, match="at least 4 workers"):
+        plan_nodes(ScalingSpec(num_workers=[4, 8], placement="STRICT_SPREAD"), local)

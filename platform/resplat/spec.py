@@ -13,7 +13,7 @@ import itertools
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -164,7 +164,13 @@ class ScheduleSpec(Section):
 class ScalingSpec(Section):
     """How many workers, on what hardware, at what precision."""
 
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (one DDP process each).")
+    num_workers: Annotated[int, Field(ge=1)] | tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = Field(
+        1, description="Ray Train workers (one DDP process each), or [MIN, MAX] for an elastic job: it starts "
+        "with the workers that fit (at least MIN) and grows up to MAX as nodes join.",
+    )
+    resize_check_seconds: float = Field(
+        60, gt=0, description="Elastic jobs: how often a running job looks for room to grow (or must shrink).",
+    )
     use_gpu: bool = Field(False, description="One GPU per worker (NCCL); false trains on CPUs (gloo).")
     cpus_per_worker: int = Field(1, ge=1, description="CPUs reserved per worker (also torch threads).")
     placement: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
@@ -176,6 +182,42 @@ class ScalingSpec(Section):
     channels_last: bool = Field(True, description="NHWC memory format (faster convs on CPU and GPU).")
     compile: bool = Field(False, description="torch.compile the model.")
     sync_batchnorm: bool = Field(False, description="Synchronise BN statistics across workers.")
+
+    @field_validator("num_workers", mode="before")
+    @classmethod
+    def _count_or_range(cls, value: Any) -> int | tuple[int, int]:
+        def count(item: Any) -> bool:
+            return isinstance(item, int) and not isinstance(item, bool) and item >= 1
+
+        def as_int(item: Any) -> Any:  # ${VAR} expands to text
+            return int(item) if isinstance(item, str) and item.strip().isdigit() else item
+
+        value = [as_int(item) for item in value] if isinstance(value, (list, tuple)) else as_int(value)
+        if count(value):
+            return value
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(map(count, value)) and value[0] <= value[1]:
+            low, high = value
+            return low if low == high else (low, high)
+        raise ValueError(f"give a worker count >= 1 or an elastic range [MIN, MAX] with 1 <= MIN <= MAX "
+                         f"(got {value!r})")
+
+    @property
+    def elastic(self) -> bool:
+        return isinstance(self.num_workers, tuple)
+
+    @property
+    def min_workers(self) -> int:
+        """The fewest workers the job runs with (the fixed count when not elastic)."""
+        return self.num_workers[0] if self.elastic else self.num_workers
+
+    @property
+    def max_workers(self) -> int:
+        """The most workers the job grows to (the fixed count when not elastic)."""
+        return self.num_workers[1] if self.elastic else self.num_workers
+
+    def describe_workers(self) -> str:
+        """"4", or "1..4 (elastic)"."""
+        return f"{self.min_workers}..{self.max_workers} (elastic)" if self.elastic else str(self.num_workers)
 
     @model_validator(mode="after")
     def _fp16_needs_gpu(self) -> ScalingSpec:
@@ -257,9 +299,9 @@ class JobSpec(Section):
 
     @model_validator(mode="after")
     def _supported_by_ffcv(self) -> JobSpec:
-        if self.data.order == "quasi_random" and self.scaling.num_workers > 1:
+        if self.data.order == "quasi_random" and self.scaling.max_workers > 1:
             raise ValueError(
-                "data.order quasi_random does not work with scaling.num_workers > 1 (FFCV's distributed "
+                "data.order quasi_random does not work with more than one worker (FFCV's distributed "
                 "mode shuffles randomly); use data.order: random"
             )
         return self
@@ -268,6 +310,16 @@ class JobSpec(Section):
     def _derive_batch_sizes(self) -> JobSpec:
         workers = self.scaling.num_workers
         per_worker, total = self.optim.batch_size, self.optim.global_batch_size
+        if self.scaling.elastic:
+            # The global batch follows the workers of the moment: batch_size x the current world size.
+            if total is not None:
+                raise ValueError(
+                    f"optim.global_batch_size cannot be fixed for an elastic scaling.num_workers "
+                    f"{list(workers)} (the global batch is optim.batch_size x the current workers); "
+                    "give optim.batch_size"
+                )
+            self.optim.batch_size = per_worker or 128
+            return self
         if per_worker is None and total is None:
             per_worker = 128
         if total is None:
@@ -286,11 +338,20 @@ class JobSpec(Section):
         self.optim.batch_size, self.optim.global_batch_size = per_worker, total
         return self
 
+    def global_batch_size(self, world_size: int) -> int:
+        """Images per optimiser step over all workers, with `world_size` of them."""
+        return self.optim.batch_size * world_size
+
+    def peak_lr(self, world_size: int) -> float:
+        """The peak learning rate with `world_size` workers, by optim.lr_scaling."""
+        if self.optim.lr_scaling == "linear":
+            return self.optim.lr * self.global_batch_size(world_size) / self.optim.base_batch_size
+        return self.optim.lr
+
     @property
     def effective_lr(self) -> float:
-        if self.optim.lr_scaling == "linear":
-            return self.optim.lr * self.optim.global_batch_size / self.optim.base_batch_size
-        return self.optim.lr
+        """The peak learning rate at the start (scaling.min_workers; the fixed count when not elastic)."""
+        return self.peak_lr(self.scaling.min_workers)
 
 
 # ---------------------------------------------------------------- loading

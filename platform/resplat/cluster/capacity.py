@@ -24,7 +24,8 @@ class NodeType:
 
 
 def plan_nodes(scaling: ScalingSpec, cluster_file: str | Path) -> str:
-    """The node plan for `scaling` on `cluster_file`, e.g. "2 x gpu8 for 16 workers (8 per node; ...)"."""
+    """The node plan for `scaling` on `cluster_file`, e.g. "2 x gpu8 for 16 workers (8 per node; ...)".
+    An elastic job must be able to start (its fewest workers fit); it grows as far as the file lets it."""
     doc = load_cluster_file(cluster_file)
     types, max_total = node_types(doc)
     need = worker_demand(scaling)
@@ -36,19 +37,32 @@ def plan_nodes(scaling: ScalingSpec, cluster_file: str | Path) -> str:
                          f"(scaling.use_gpu, scaling.cpus_per_worker); worker node types: {offered}")
     if not scaling.use_gpu and any("GPU" not in t.resources for t in usable):
         usable = [t for t in usable if "GPU" not in t.resources]  # as Ray's autoscaler keeps GPUs free
-    chosen = (_one_type(usable, fits, scaling.num_workers, max_total)
-              or _mixed(usable, fits, scaling.num_workers, max_total))
-    if not chosen:
+
+    def nodes_for(workers: int) -> list[tuple[NodeType, int]]:
+        return _one_type(usable, fits, workers, max_total) or _mixed(usable, fits, workers, max_total)
+
+    low, high = scaling.min_workers, scaling.max_workers
+    if not nodes_for(low):
         limits = ", ".join(f"{t.name} max {t.max_nodes} x {fits[t.name]}" for t in usable)
         cap = f"; max_workers {max_total}" if max_total is not None else ""
-        raise InputError(f"--cluster {cluster_file}: {scaling.num_workers} workers of ({describe(need)}) need more "
+        asked = f"at least {low}" if scaling.elastic else str(low)
+        raise InputError(f"--cluster {cluster_file}: {asked} workers of ({describe(need)}) need more "
                          f"nodes than the file allows (nodes x workers per node: {limits}{cap}); "
                          "lower scaling.num_workers or raise the max_workers")
-    left, parts = scaling.num_workers, []
+    if not scaling.elastic:
+        return _describe_plan(nodes_for(low), low, fits)
+    most = next(n for n in range(high, low - 1, -1) if nodes_for(n))
+    capped = f" (the file's node limits stop it at {most} of the {high})" if most < high else ""
+    return (f"starts with {_describe_plan(nodes_for(low), low, fits)}; grows to "
+            f"{_describe_plan(nodes_for(most), most, fits)}{capped}")
+
+
+def _describe_plan(chosen: list[tuple[NodeType, int]], workers: int, fits: dict[str, int]) -> str:
+    left, parts = workers, []
     for node_type, count in chosen:
-        workers = min(left, count * fits[node_type.name])
-        left -= workers
-        parts.append(f"{count} x {node_type.name} for {workers} worker{'s' if workers > 1 else ''} "
+        placed = min(left, count * fits[node_type.name])
+        left -= placed
+        parts.append(f"{count} x {node_type.name} for {placed} worker{'s' if placed > 1 else ''} "
                      f"({fits[node_type.name]} per node; a node has {describe(node_type.resources)})")
     return " + ".join(parts)
 

@@ -77,7 +77,7 @@ def warn_if_tracking_is_node_local(spec) -> None:
     uri = tracking_uri_for(spec.tracking)
     start_ray(address="auto")
     nodes = sum(1 for node in ray.nodes() if node["Alive"])
-    needed = spec.scaling.num_workers * spec.scaling.cpus_per_worker
+    needed = spec.scaling.max_workers * spec.scaling.cpus_per_worker
     elsewhere = nodes > 1 or ray.cluster_resources().get("CPU", 0) < needed  # or the autoscaler adds nodes
     if uri.startswith("sqlite:") and elsewhere:
         say(f"warning: tracking store {uri} is a file on this node, and workers may run on other nodes: "

@@ -11,6 +11,8 @@ class ProgressBoard:
         self.latest = None
         self.epochs: list[dict] = []
         self.restarts = 0
+        self.resizes = 0
+        self.world_size = 0  # of the latest worker group
         self.preemptions = 0
         self.lost_steps = 0
         self.lost_epochs = 0
@@ -26,16 +28,28 @@ class ProgressBoard:
         self.epochs.append({"epoch": epoch, **metrics})
         self.reached_epoch = max(self.reached_epoch, epoch)
 
-    def join(self, rank: int, node_id: str, *, start_epoch: int = 0, start_step: int = 0) -> dict:
-        """A worker starts at (start_epoch, start_step). A second start of rank 0 is a worker-group
-        restart, whether or not there was a checkpoint to restore: count it and the work it loses."""
-        restart = rank == 0 and rank in self.nodes
+    def join(self, rank: int, node_id: str, *, start_epoch: int = 0, start_step: int = 0,
+             world_size: int = 1) -> dict:
+        """A worker of a group of `world_size` starts at (start_epoch, start_step). A second start of
+        rank 0 is a worker-group restart, whether or not there was a checkpoint to restore: count it
+        and the work it loses. A start with another world size is an elastic resize (nodes came or
+        went), counted apart from restarts: Ray Train does not charge it to max_failures."""
+        again = rank == 0 and rank in self.nodes
+        resize = again and world_size != self.world_size
+        if rank == 0:
+            self.world_size = world_size
+        if world_size < len(self.nodes):  # the ranks a smaller group no longer has
+            self.nodes = {r: n for r, n in self.nodes.items() if r < world_size}
         self.nodes[rank] = node_id
-        if restart:
-            self.restarts += 1
+        if again:
+            if resize:
+                self.resizes += 1
+            else:
+                self.restarts += 1
             self.lost_steps += max(0, self.reached_step - start_step)
             self.lost_epochs += max(0, self.reached_epoch - start_epoch)
-        return {"restart": restart, "restarts": self.restarts, "preemptions": self.preemptions,
+        return {"restart": again and not resize, "resize": resize, "restarts": self.restarts,
+                "resizes": self.resizes, "preemptions": self.preemptions,
                 "lost_steps": self.lost_steps, "lost_epochs": self.lost_epochs}
 
     def note_preemption(self) -> int:

@@ -15,22 +15,25 @@ from resplat.errors import RunError
 
 
 def local_capacity_problems(scaling) -> list[str]:
-    """Why a local run of `scaling` cannot fit this machine (empty when it fits)."""
+    """Why a local run of `scaling` cannot fit this machine (empty when it fits). An elastic job
+    needs room for its fewest workers only: it starts with what fits and never grows here."""
     problems = []
     cpus = os.cpu_count() or 1
-    needed = scaling.num_workers * scaling.cpus_per_worker
+    workers = scaling.min_workers
+    asked = f"at least {workers}" if scaling.elastic else str(workers)
+    needed = workers * scaling.cpus_per_worker
     if needed > cpus:
         problems.append(
-            f"scaling asks for {scaling.num_workers} workers x {scaling.cpus_per_worker} CPUs = {needed} CPUs, "
+            f"scaling asks for {asked} workers x {scaling.cpus_per_worker} CPUs = {needed} CPUs, "
             f"but this machine has {cpus}; lower scaling.num_workers or scaling.cpus_per_worker "
             "(--set scaling.cpus_per_worker=1), or submit to a cluster with --address"
         )
     if scaling.use_gpu:
         import torch
 
-        if torch.cuda.device_count() < scaling.num_workers:
+        if torch.cuda.device_count() < workers:
             problems.append(
-                f"scaling.use_gpu is true with {scaling.num_workers} workers, but this machine has "
+                f"scaling.use_gpu is true with {asked} workers, but this machine has "
                 f"{torch.cuda.device_count()} GPUs; set scaling.use_gpu=false or submit to a GPU cluster"
             )
     return problems

@@ -112,7 +112,7 @@ def plan(spec: JobSpec) -> dict[str, str]:
     warmup_text = (f", {spec.schedule.warmup_shape} warmup over {warmup:g} {spec.schedule.unit} from "
                    f"{spec.effective_lr * spec.schedule.warmup_start:g}" if warmup else "")
     low, high = s.min_workers, s.max_workers
-    follows = " (follows the workers)" if s.elastic else ""
+    follows = ", following the workers" if s.elastic else ""
     return {
         "job": spec.name,
         "model": f"{spec.model.family} ResNet-{spec.model.depth}, shortcut {spec.model.shortcut}, "
@@ -122,8 +122,8 @@ def plan(spec: JobSpec) -> dict[str, str]:
                                       f"to grow to {high} every {s.resize_check_seconds:g} s" if s.elastic else ""),
         "batch": f"{spec.optim.batch_size} per worker, "
         f"{_span(spec.global_batch_size(low), spec.global_batch_size(high))} global{follows}",
-        "lr": f"{_span(spec.peak_lr(low), spec.peak_lr(high))} ({spec.schedule.kind} schedule{warmup_text})"
-        + (follows if spec.peak_lr(low) != spec.peak_lr(high) else ""),
+        "lr": _span(spec.peak_lr(low), spec.peak_lr(high)) + (follows if spec.peak_lr(low) != spec.peak_lr(high) else "")
+        + f" ({spec.schedule.kind} schedule{warmup_text})",
         "length": f"{spec.schedule.epochs} epochs" + (f", at most {spec.schedule.max_steps} steps"
                                                       if spec.schedule.max_steps else ""),
         "steps": _steps(spec),

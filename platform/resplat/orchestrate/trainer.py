@@ -38,7 +38,8 @@ def build_trainer(spec: JobSpec, *, config: dict, run_name: str, callbacks: list
         train_loop_per_worker,
         train_loop_config=config,
         scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers,
+            num_workers=scaling.num_workers,  # (MIN, MAX): Ray Train V2's elastic worker group
+            elastic_resize_monitor_interval_s=scaling.resize_check_seconds,
             use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
             placement_strategy=scaling.placement,

@@ -18,9 +18,11 @@ from resplat.tracking.names import (
     LOST_STEPS_METRIC,
     PREEMPTION_CHECKPOINT_STEP_METRIC,
     PREEMPTIONS_TAG,
+    RESIZES_TAG,
     RESTORED_FROM_EPOCH_METRIC,
     RESTORED_FROM_EPOCH_TAG,
     RESTORED_FROM_STEP_METRIC,
+    WORLD_SIZE_METRIC,
 )
 from resplat.train import EpochReport, Progress, StepCheckpoint, train
 
@@ -142,8 +144,10 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     resume = load_state(checkpoint) if checkpoint is not None else None
     start_epoch, start_step = (resume["epoch"], resume["global_step"]) if resume else (0, 0)
+    world_size = context.get_world_size()
     joined = ray.get(config["board"].join.remote(
-        rank, ray.get_runtime_context().get_node_id(), start_epoch=start_epoch, start_step=start_step))
+        rank, ray.get_runtime_context().get_node_id(), start_epoch=start_epoch, start_step=start_step,
+        world_size=world_size))
     gauges = m.TrainMetrics(
         job=spec.name or ray.get_runtime_context().get_job_id(),
         run=config.get("run_id") or "",
@@ -158,8 +162,12 @@ def train_loop_per_worker(config: dict) -> None:
             run.set_tags({RESTORED_FROM_EPOCH_TAG: str(resume["epoch"])})
             run.log_metrics({RESTORED_FROM_EPOCH_METRIC: resume["epoch"],
                              RESTORED_FROM_STEP_METRIC: resume["global_step"]}, step=resume["epoch"])
-        if joined["restart"]:
+        # Every start of the worker group, so each elastic resize is one more point.
+        run.log_metrics({WORLD_SIZE_METRIC: world_size}, step=start_step)
+        if joined["resize"]:
+            run.set_tags({RESIZES_TAG: str(joined["resizes"])})
+        if joined["restart"] or joined["resize"]:  # a resize also redoes the steps since the checkpoint
             run.log_metrics({LOST_STEPS_METRIC: joined["lost_steps"], LOST_EPOCHS_METRIC: joined["lost_epochs"]},
-                            step=joined["restarts"])
+                            step=joined["restarts"] + joined["resizes"])
     reporter = RayReporter(rank, config["board"], run, gauges, use_gpu=spec.scaling.use_gpu)
     train(spec, reporter, resume=resume, local_rank=context.get_local_rank())

@@ -83,3 +83,11 @@ RESULTS_TXT = "sweep/results.txt"
 CHAMPION = "champion"
 # On a run stopped before its end: the epoch of its latest checkpoint (what --resume continues from).
 LAST_CHECKPOINT_EPOCH_TAG = "resplat.last_checkpoint_epoch"
+
+
+# ---------------------------------------------------------------- elastic workers
+
+# The world size of each worker group, logged by rank 0 when the group starts (step: the global step
+# it starts from), so every resize is one more point; the number of resizes so far as a tag.
+WORLD_SIZE_METRIC = "world_size"
+RESIZES_TAG = "resplat.resizes"

@@ -4,8 +4,10 @@
 sections, trains for the scheduled steps, evaluates after every epoch and tells the
 reporter. State is saved at epoch ends, every checkpoint.every_steps, and whenever the
 reporter asks (a preemption notice); a run resumed mid-epoch replays that epoch's sample
-order from the batch after the checkpoint. When torch.distributed is initialised (Ray Train, torchrun) it trains
-with DDP and reduces validation metrics over every worker.
+order from the batch after the checkpoint (after an elastic resize: from the same share of the
+epoch, see `resumed_batch`). The global batch and the peak lr follow the current number of
+workers. When torch.distributed is initialised (Ray Train, torchrun) it trains with DDP and
+reduces validation metrics over every worker.
 """
 
 from __future__ import annotations
@@ -131,6 +133,18 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
+def resumed_batch(epoch_step: int, saved_steps_per_epoch: int, steps_per_epoch: int) -> int:
+    """The batch of its epoch a resumed run starts at. After an elastic resize an epoch has another
+    number of steps and the workers read other shards, so a mid-epoch position cannot be replayed
+    batch for batch: the run keeps the share of the epoch already done (rounded down, so it never
+    skips past the epoch's end) and reads the rest of the epoch in the new world's order. Starting
+    the epoch over would train twice on its first part; jumping to the next would leave the epoch
+    without its evaluation."""
+    if saved_steps_per_epoch == steps_per_epoch:
+        return epoch_step
+    return epoch_step * steps_per_epoch // saved_steps_per_epoch
+
+
 def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, local_rank: int = 0) -> dict[str, float]:
     """Train `spec` (a JobSpec whose data sources are .beton files); return the last epoch's metrics.
 
@@ -156,7 +170,8 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
         )
     plan = plan_steps(spec.schedule, steps_per_epoch)
     epochs = -(-plan.total_steps // steps_per_epoch)
-    optimizer = create_optimizer(spec.optim, model, spec.effective_lr)
+    peak_lr = spec.peak_lr(world)  # the global batch, and with it the lr rule, follow the current workers
+    optimizer = create_optimizer(spec.optim, model, peak_lr)
     plateau = Plateau.of(spec.schedule)  # moves the lr only for schedule.kind plateau
 
     def lr_at(step: int) -> float:
@@ -176,6 +191,8 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
             "epoch": epochs_done,
             "epoch_step": epoch_step,  # steps done in epoch `epochs_done + 1`; 0 at an epoch's end
             "global_step": step,
+            "steps_per_epoch": steps_per_epoch,  # at this world size: a resumed run of another size maps by it
+            "world_size": world,
             "rng": capture_rng(),
             "seed": spec.seed,
         }
@@ -187,10 +204,22 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
         plateau.load_state_dict(resume.get("plateau", {}))
-        start_epoch, step, skip = resume["epoch"], resume["global_step"], resume.get("epoch_step", 0)
+        start_epoch, step = resume["epoch"], resume["global_step"]
+        skip = resumed_batch(resume.get("epoch_step", 0), resume.get("steps_per_epoch", steps_per_epoch),
+                             steps_per_epoch)
+        skip = min(skip, max(0, plan.total_steps - start_epoch * steps_per_epoch - 1))  # a max_steps epoch's end
         restore_rng(resume["rng"])
         train_loader.next_epoch = start_epoch
         train_loader.skip_batches = skip
+    # `step` counts the optimiser steps taken (it only grows, across resizes too); the schedule runs
+    # on the position in this world size's epochs. The two differ by a constant after an elastic resize.
+    position = start_epoch * steps_per_epoch + skip
+    offset = step - position
+    if resume is not None:
+        scheduler.last_epoch = position
+        scheduler.base_lrs = [peak_lr] * len(optimizer.param_groups)
+        for group in optimizer.param_groups:
+            group["initial_lr"], group["lr"] = peak_lr, peak_lr * lr_at(position)
 
     every_steps = spec.checkpoint.every_steps
     metrics: dict[str, float] = {}
@@ -201,7 +230,7 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
         seen, last_shown, t0 = 0, 0.0, time.perf_counter()
         # Data wait: time from the end of one step to the start of the next (the loader's turn).
         step_end, window_start, window_step, data_wait = t0, t0, skip, 0.0
-        steps_this_epoch = min(steps_per_epoch, plan.total_steps - (step - skip))
+        steps_this_epoch = min(steps_per_epoch, plan.total_steps - epoch * steps_per_epoch)
         save_at_epoch_end = preempted_at_epoch_end = False
         for i, (images, labels) in enumerate(train_loader, start=skip):
             if i >= steps_this_epoch:
@@ -225,7 +254,7 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
                 window = max(now - window_start, 1e-9)
                 reporter.progress(Progress(
                     epoch=epoch + 1, epochs=epochs, step=i + 1, steps_per_epoch=steps_this_epoch,
-                    global_step=step, total_steps=plan.total_steps, loss=loss.item(),
+                    global_step=step, total_steps=plan.total_steps + offset, loss=loss.item(),
                     images_per_sec=seen * world / max(now - t0, 1e-9),
                     worker_images_per_sec=seen / max(now - t0, 1e-9),
                     step_seconds=window / max(i + 1 - window_step, 1),
@@ -249,7 +278,7 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
         train_seconds = time.perf_counter() - t0
         reporter.progress(Progress(
             epoch=epoch + 1, epochs=epochs, step=steps_this_epoch, steps_per_epoch=steps_this_epoch,
-            global_step=step, total_steps=plan.total_steps, loss=loss.item(),
+            global_step=step, total_steps=plan.total_steps + offset, loss=loss.item(),
             images_per_sec=seen * world / max(train_seconds, 1e-9), phase="val",
             worker_images_per_sec=seen / max(train_seconds, 1e-9), lr=optimizer.param_groups[0]["lr"],
         ))
@@ -263,7 +292,7 @@ def train(spec, reporter: Reporter, *, resume: dict[str, Any] | None = None, loc
         }
         if spec.schedule.kind == "plateau" and plateau.update(metrics):
             for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
-                group["lr"] = base_lr * lr_at(step)  # from the next step on, not one step late
+                group["lr"] = base_lr * lr_at(scheduler.last_epoch)  # from the next step on, not one step late
         final = epoch + 1 == epochs
         due = final or save_at_epoch_end or (epoch + 1) % spec.checkpoint.every_epochs == 0
         state = snapshot(epoch + 1, 0) if rank == 0 and due else None
