@@ -53,8 +53,14 @@ test: setup test-deps
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
+# The benchmark suite (tens of minutes on a 2-core CPU); each appends its record under bench/results/.
 bench: data
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/first_step.py
+	$(BIN)/python bench/sweep_startup.py
+	$(BIN)/python bench/gpu.py
+	$(BIN)/python bench/summary.py
 
 clean:
 	rm -rf .resplat/ray_results .resplat/betons .pytest_cache

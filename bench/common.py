@@ -153,14 +153,25 @@ def resplat_env(home: Path, data: Path) -> dict[str, str]:
     return env
 
 
-def prepare_in_process(job: Path, overrides: list[str], *, home: Path, data: Path):
-    """Load the job as `resplat submit` would and convert its data to cached .beton files under `home`.
-    Returns (spec, prepared data)."""
+def load_spec(job: Path, overrides: list[str], *, home: Path, data: Path):
+    """The job as `resplat submit` with RESPLAT_HOME=home and RESPLAT_DATA=data would load it."""
     os.environ["RESPLAT_HOME"], os.environ["RESPLAT_DATA"] = str(home), str(data)
-    from resplat.orchestrate.submit import prepare_data
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the store under `home`, as in resplat_env()
     from resplat.spec import load_job
 
-    spec = load_job(job, overrides)
+    return load_job(job, overrides)
+
+
+def prepare_in_process(job: Path, overrides: list[str], *, home: Path, data: Path):
+    """Convert the job's data to cached .beton files under `home` and create its MLflow store there, as
+    an earlier submit would have. Returns (spec, prepared data)."""
+    from mlflow.tracking import MlflowClient
+
+    from resplat.orchestrate.submit import prepare_data
+    from resplat.tracking import tracking_uri_for
+
+    spec = load_spec(job, overrides, home=home, data=data)
+    MlflowClient(tracking_uri_for(spec.tracking)).search_experiments()  # creates the SQLite store
     return spec, prepare_data(spec.data, num_classes=spec.model.num_classes)
 
 

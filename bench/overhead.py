@@ -9,6 +9,9 @@ and precision, on batches FFCV decoded once into memory beforehand; --warmup-ste
 --steps timed. Measured before and after the submit; the baseline is their mean, so a change in
 the machine's load during the run shows as the gap between the two.
 
+Where a gap goes: the same bare loop fed by the FFCV loader as it decodes (its threads share the
+CPUs with the model) separates data loading from what Ray and the platform add.
+
 Goal: resplat >= 97% of the bare loop.
 
     .venv/bin/python bench/overhead.py                 # full CIFAR-10, 3 epochs (~5 minutes here)
@@ -21,6 +24,8 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from itertools import cycle
 from pathlib import Path
 
 import common
@@ -29,24 +34,32 @@ GOAL = 0.97
 NAME = "overhead"
 
 
-def decoded_batches(spec, beton: Path, count: int) -> list[tuple]:
-    """`count` training batches decoded by resplat's FFCV pipeline, held in memory."""
+def train_loader(spec, beton: Path):
     from resplat.data import build_loader
 
-    loader = build_loader(beton, pipeline=spec.data.pipeline, train=True, batch_size=spec.optim.batch_size,
-                          resolution=spec.data.resolution, num_workers=spec.data.loader_workers,
-                          channels_last=spec.scaling.channels_last)
+    return build_loader(beton, pipeline=spec.data.pipeline, train=True, batch_size=spec.optim.batch_size,
+                        resolution=spec.data.resolution, num_workers=spec.data.loader_workers,
+                        channels_last=spec.scaling.channels_last)
+
+
+def live_batches(loader) -> Iterator[tuple]:
+    """Batches straight from the loader, epoch after epoch."""
+    while True:
+        yield from loader
+
+
+def decoded_batches(loader, count: int) -> list[tuple]:
+    """`count` training batches decoded by resplat's FFCV pipeline, held in memory."""
     batches = []
-    while len(batches) < count:
-        for images, labels in loader:
-            batches.append((images.clone(), labels.clone()))
-            if len(batches) == count:
-                break
-    return batches
+    for images, labels in live_batches(loader):
+        batches.append((images.clone(), labels.clone()))
+        if len(batches) == count:
+            return batches
+    raise AssertionError("unreachable")
 
 
-def bare_loop(spec, batches: list[tuple], *, warmup_steps: int, steps: int) -> float:
-    """img/s of plain forward/backward/SGD steps on in-memory batches, after warm-up steps."""
+def bare_loop(spec, batches: Iterator[tuple], *, warmup_steps: int, steps: int) -> float:
+    """img/s of plain forward/backward/SGD steps on `batches`, after warm-up steps."""
     import contextlib
 
     import torch
@@ -66,8 +79,8 @@ def bare_loop(spec, batches: list[tuple], *, warmup_steps: int, steps: int) -> f
     precision = (contextlib.nullcontext() if spec.scaling.precision == "fp32"
                  else torch.autocast("cpu", dtype=torch.bfloat16))
 
-    def step(i: int) -> int:
-        images, labels = batches[i % len(batches)]
+    def step() -> int:
+        images, labels = next(batches)
         with precision:
             loss = criterion(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -75,11 +88,11 @@ def bare_loop(spec, batches: list[tuple], *, warmup_steps: int, steps: int) -> f
         optimizer.step()
         return labels.numel()
 
-    for i in range(warmup_steps):
-        step(i)
+    for _ in range(warmup_steps):
+        step()
     images, started = 0, time.perf_counter()
-    for i in range(steps):
-        images += step(warmup_steps + i)
+    for _ in range(steps):
+        images += step()
     return images / (time.perf_counter() - started)
 
 
@@ -106,12 +119,16 @@ def main() -> None:
         if args.quick:
             overrides.append("optim.batch_size=32")
         spec, prepared = common.prepare_in_process(args.job, overrides, home=home, data=data)
-        batches = decoded_batches(spec, prepared.train.path, count=min(steps + warmup, 20))
+        loader = train_loader(spec, prepared.train.path)
+        batches = decoded_batches(loader, count=min(steps + warmup, 20))
 
         print(f"bare loop: batch {spec.optim.batch_size}, {spec.scaling.cpus_per_worker} threads, "
               f"{spec.scaling.precision}, channels_last {spec.scaling.channels_last}")
-        bare_before = bare_loop(spec, batches, warmup_steps=warmup, steps=steps)
+        bare_before = bare_loop(spec, cycle(batches), warmup_steps=warmup, steps=steps)
         print(f"  before: {bare_before:,.0f} img/s")
+        # The same loop fed by the FFCV loader as it decodes: what data loading alone costs.
+        with_loader = bare_loop(spec, live_batches(loader), warmup_steps=warmup, steps=steps)
+        print(f"  fed by the FFCV loader: {with_loader:,.0f} img/s")
 
         print(f"resplat submit {args.job.name} " + " ".join(f"--set {o}" for o in overrides))
         run = common.run_resplat(["submit", str(args.job), *common.set_options(overrides)],
@@ -122,7 +139,7 @@ def main() -> None:
         steady = statistics.mean(per_epoch[1:])
         print(f"  per epoch: {', '.join(f'{v:,.0f}' for v in per_epoch)} img/s; steady {steady:,.0f}")
 
-        bare_after = bare_loop(spec, batches, warmup_steps=warmup, steps=steps)
+        bare_after = bare_loop(spec, cycle(batches), warmup_steps=warmup, steps=steps)
         print(f"  bare after: {bare_after:,.0f} img/s")
 
     baseline = (bare_before + bare_after) / 2
@@ -138,6 +155,9 @@ def main() -> None:
         "channels_last": spec.scaling.channels_last,
         "bare_steps": {"warmup": warmup, "timed": steps, "distinct_batches": len(batches)},
         "bare_images_per_sec_before_after": [round(bare_before, 1), round(bare_after, 1)],
+        "bare_fed_by_ffcv_loader_images_per_sec": round(with_loader, 1),
+        "where_the_gap_goes": {"data loading (bare+loader / bare)": round(with_loader / baseline, 4),
+                               "Ray, reporting, epoch ends (resplat / bare+loader)": round(steady / with_loader, 4)},
         "resplat_images_per_sec_per_epoch": [round(v, 1) for v in per_epoch],
         "resplat_steady_images_per_sec": round(steady, 1),
         "ratio": round(ratio, 4),

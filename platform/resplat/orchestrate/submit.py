@@ -302,7 +302,7 @@ def _train_and_log(spec: JobSpec, run, *, started: float, address, verbose, on_u
         nonlocal first_step_seen
         if progress is not None and progress.global_step and not first_step_seen:
             first_step_seen = True  # step_seconds then spans the epoch's start to the first step's end
-            timing("first_step", step=progress.step, step_seconds=progress.step_seconds,
+            timing("first_step", step=progress.step, phase=progress.phase, step_seconds=progress.step_seconds,
                    data_wait_fraction=progress.data_wait_fraction)
         for epoch in epochs[len(seen):]:
             timing("epoch", **epoch)
