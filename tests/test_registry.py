@@ -16,19 +16,20 @@ from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "registry-test-model"
+EPOCHS = 3
 CIFAR10_CLASSES = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"}
 
 pytestmark = pytest.mark.slow
 
 
-def one_epoch_job(path: Path, subset: Path, *, name: str, tracking: str) -> Path:
-    """A job file: ResNet-8 on the image subset for one epoch, with this `tracking:` section."""
+def one_epoch_job(path: Path, subset: Path, *, name: str, tracking: str, epochs: int = 1) -> Path:
+    """A job file: ResNet-8 on the image subset for one epoch (or `epochs`), with this `tracking:` section."""
     path.write_text(f"""
 name: {name}
 model: {{family: cifar, depth: 8, num_classes: 10}}
 data: {{train: {subset / 'train'}, val: {subset / 'test'}, loader_workers: 1}}
 optim: {{lr: 0.05, batch_size: 50}}
-schedule: {{kind: cosine, epochs: 1}}
+schedule: {{kind: cosine, epochs: {epochs}}}
 scaling: {{num_workers: 1, cpus_per_worker: 1}}
 tracking: {tracking}
 """)
@@ -37,11 +38,12 @@ tracking: {tracking}
 
 @pytest.fixture(scope="module")
 def trained(cifar_subset: Path, tmp_path_factory):
-    """One real job (ResNet-8, 1 epoch) registered as MODEL: (tracking URI, run id, RESPLAT_HOME, HEAD before)."""
+    """One real job (ResNet-8, EPOCHS epochs, a checkpoint each) registered as MODEL: (tracking URI, run id,
+    RESPLAT_HOME, HEAD before)."""
     tmp = tmp_path_factory.mktemp("registry")
     home = tmp / "home"
     job = one_epoch_job(tmp / "job.yaml", cifar_subset, name="registry-job",
-                        tracking=f"{{experiment: registry, register_as: {MODEL}}}")
+                        tracking=f"{{experiment: registry, register_as: {MODEL}}}", epochs=EPOCHS)
     before = git("rev-parse", "HEAD")
     done = subprocess.run([sys.executable, "-m", "resplat", "submit", str(job)], check=False, cwd=ROOT, capture_output=True,
                           text=True, timeout=900, env={**os.environ, "RESPLAT_HOME": str(home), "RAY_ADDRESS": ""})
@@ -185,12 +187,17 @@ def test_the_logged_model_loads_outside_resplat_with_signature_and_example(train
     (["models", "predict", MODEL, "NOT_AN_IMAGE"], "not an image that can be read"),
     (["models", "predict", MODEL, "/no/such.png"], "/no/such.png: no such image file"),
     (["runs", "show", "0123456789abcdef"], "no MLflow run 0123456789abcdef"),
+    (["models", "epochs", "0123456789abcdef"], "no MLflow run 0123456789abcdef"),
+    (["models", "register", "0123456789abcdef", "--best", "--name", "x"], "no MLflow run 0123456789abcdef"),
+    (["models", "register", "RUN", "--epoch", "9", "--name", "x"], "has no model of epoch 9; epochs: 1, 2, 3"),
+    (["models", "register", "RUN", "--name", "x"], "give --best or --epoch N"),
+    (["models", "register", "RUN", "--best", "--metric", "val_nope", "--name", "x"], "--metric 'val_nope'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained, cifar_subset, tmp_path, arguments, message):
     not_an_image = tmp_path / "notes.jpg"
     not_an_image.write_text("not a picture\n")
     photo = str(next((cifar_subset / "test").glob("*/*")))
-    arguments = [{"IMAGE": photo, "NOT_AN_IMAGE": str(not_an_image)}.get(a, a) for a in arguments]
+    arguments = [{"IMAGE": photo, "NOT_AN_IMAGE": str(not_an_image), "RUN": trained[1]}.get(a, a) for a in arguments]
     result = cli(*arguments, "--tracking-uri", trained[0])
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
@@ -213,3 +220,82 @@ def test_submit_from_run_trains_the_same_spec_as_a_new_tagged_run(trained):
     assert again.data.tags["resplat.from_run"] == run_id and again.info.status == "FINISHED"
     original = client.get_run(run_id).data.params
     assert again.data.params == original
+
+
+def val_top1_by_epoch(uri: str, run_id: str) -> dict[int, float]:
+    from mlflow.tracking import MlflowClient
+
+    return {m.step: m.value for m in MlflowClient(uri).get_metric_history(run_id, "val_top1")}
+
+
+def test_each_checkpointed_epoch_is_a_logged_model_at_its_step(trained):
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from resplat.tracking.registry import epoch_models
+
+    uri, run_id = trained[:2]
+    client = MlflowClient(uri)
+    val_top1 = val_top1_by_epoch(uri, run_id)
+    assert sorted(val_top1) == list(range(1, EPOCHS + 1))
+    steps = {output.model_id: output.step for output in client.get_run(run_id).outputs.model_outputs}
+    views = epoch_models(uri, run_id)
+    assert [view.epoch for view in views] == list(range(1, EPOCHS + 1))
+    for view in views:
+        assert steps[view.model_id] == view.epoch
+        assert view.metrics["val_top1"] == val_top1[view.epoch] and "val_top5" in view.metrics
+        logged = client.get_logged_model(view.model_id)
+        assert logged.source_run_id == run_id and logged.name == f"model-epoch-{view.epoch}"
+    # Linking the step's metrics to each model left the run's own history at one value per step.
+    for key in client.get_run(run_id).data.metrics:
+        history = [m.step for m in client.get_metric_history(run_id, key)]
+        assert len(history) == len(set(history)), key
+
+    # Each is its epoch's network: the last epoch's is the final model, the first one differs.
+    mlflow.set_tracking_uri(uri)
+    inputs = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        final = mlflow.pytorch.load_model(f"models:/{MODEL}/1", map_location="cpu").eval()(inputs)
+        last = mlflow.pytorch.load_model(views[-1].model_uri, map_location="cpu").eval()(inputs)
+        first = mlflow.pytorch.load_model(views[0].model_uri, map_location="cpu").eval()(inputs)
+    assert torch.equal(last, final) and not torch.equal(first, final)
+
+
+def test_register_the_best_epoch_or_a_given_one(trained):
+    from mlflow.tracking import MlflowClient
+
+    from resplat.tracking.registry import epoch_models
+
+    uri, run_id = trained[:2]
+    val_top1 = val_top1_by_epoch(uri, run_id)
+    best_epoch = max(sorted(val_top1), key=val_top1.get)  # the earliest of equals, as register picks
+    by_epoch = {view.epoch: view for view in epoch_models(uri, run_id)}
+
+    best = cli("models", "register", run_id, "--best", "--name", "best-epoch", "--tracking-uri", uri)
+    assert best.exit_code == 0, best.output
+    assert f"registered epoch {best_epoch} of run {run_id}" in best.output and "best-epoch version 1" in best.output
+    chosen = MlflowClient(uri).get_model_version("best-epoch", "1")
+    assert chosen.source == by_epoch[best_epoch].model_uri and chosen.run_id == run_id
+
+    first = cli("models", "register", run_id, "--epoch", "1", "--name", "best-epoch", "--tracking-uri", uri)
+    assert first.exit_code == 0 and "registered epoch 1 " in first.output, first.output
+    assert MlflowClient(uri).get_model_version("best-epoch", "2").source == by_epoch[1].model_uri
+
+    listed = cli("models", "epochs", run_id, "--tracking-uri", uri)
+    assert listed.exit_code == 0, listed.output
+    for epoch, view in by_epoch.items():
+        assert view.model_uri in listed.output and f"{val_top1[epoch]:.2%}" in listed.output
+    assert "best-epoch/1" in listed.output and "best-epoch/2" in listed.output
+
+
+def test_a_run_without_epoch_models_is_one_line_exit_2(trained):
+    from mlflow.tracking import MlflowClient
+
+    uri = trained[0]
+    client = MlflowClient(uri)
+    bare = client.create_run(client.create_experiment("no-epoch-models")).info.run_id
+    result = cli("models", "register", bare, "--best", "--name", "x", "--tracking-uri", uri)
+    assert result.exit_code == 2 and f"run {bare} has no epoch models" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output

@@ -193,3 +193,48 @@ def predict(
     for prediction in predictions:
         ranked = "  ".join(f"{name} {p:.1%}" for name, p in prediction.top)
         console.print(f"{prediction.image}: {ranked}", soft_wrap=True, highlight=False)
+
+
+# ---------------------------------------------------------------- a run's epoch models
+
+
+@app.command()
+@reports_errors
+def epochs(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="An MLflow run id.")],
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """List a run's epoch models (one per checkpointed epoch) with their accuracy; register one with
+    `resplat models register RUN --best --name NAME`."""
+    from resplat.tracking.registry import epoch_models
+
+    table = Table(title=f"epoch models of run {run_id}")
+    for column in ("Epoch", "val top-1", "val top-5", "Model URI", "Registered as"):
+        table.add_column(column, overflow="fold")
+    for view in epoch_models(_uri(tracking_uri), run_id):
+        table.add_row(str(view.epoch), *(f"{view.metrics[m]:.2%}" if m in view.metrics else ""
+                                         for m in ("val_top1", "val_top5")),
+                      view.model_uri, ", ".join(view.registered))
+    Console().print(table)
+
+
+@app.command()
+@reports_errors
+def register(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="An MLflow run id.")],
+    name: Annotated[str, typer.Option(help="The registered model to add a version to (created if new).")],
+    best: Annotated[bool, typer.Option("--best", help="The epoch whose --metric is best.")] = False,
+    epoch: Annotated[int | None, typer.Option(help="This epoch's model instead.")] = None,
+    metric: Annotated[str, typer.Option(help="What --best compares.")] = "val_top1",
+    mode: Annotated[str, typer.Option(help="max (accuracy) or min (a loss).")] = "max",
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Register one of a run's epoch models: the best by a metric, or a given epoch."""
+    from resplat.tracking.registry import register_epoch_model
+
+    if best == (epoch is not None):
+        raise InputError("give --best or --epoch N (one of them)")
+    chosen, version = register_epoch_model(_uri(tracking_uri), run_id, name, epoch=epoch, metric=metric, mode=mode)
+    score = f", {metric} {chosen.metrics[metric]:.4f}" if metric in chosen.metrics else ""
+    Console().print(f"registered epoch {chosen.epoch} of run {run_id} ({chosen.model_uri}{score}) as "
+                    f"{name} version {version}", soft_wrap=True, highlight=False)

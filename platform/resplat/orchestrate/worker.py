@@ -77,6 +77,8 @@ class RayReporter:
             ray.get(self.board.post_epoch.remote(report.epoch, report.metrics))
             if self.run is not None:
                 self.run.log_metrics(report.metrics, step=report.epoch)
+                if report.state is not None:  # a checkpoint epoch: its network, linked to the metrics above
+                    self.run.log_epoch_model(report.state["model"], report.epoch)
         self._report(metrics, report.state)
         if report.preemption:
             self._note_preemption(report.global_step)

@@ -91,3 +91,13 @@ LAST_CHECKPOINT_EPOCH_TAG = "resplat.last_checkpoint_epoch"
 # it starts from), so every resize is one more point; the number of resizes so far as a tag.
 WORLD_SIZE_METRIC = "world_size"
 RESIZES_TAG = "resplat.resizes"
+
+# ---------------------------------------------------------------- epoch models (MLflow 3 LoggedModels)
+
+# Each checkpointed epoch's network is a LoggedModel of the run, logged at step = epoch, with this
+# tag holding the epoch; the run's metrics of that step are linked to it.
+EPOCH_MODEL_TAG = "resplat.epoch"
+
+
+def epoch_model_name(epoch: int) -> str:
+    return f"{MODEL_ARTIFACT}-epoch-{epoch}"

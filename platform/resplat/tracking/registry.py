@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from resplat.errors import InputError
 from resplat.tracking.client import client_for, fluent_tracking_uri
-from resplat.tracking.names import CHAMPION
+from resplat.tracking.names import CHAMPION, EPOCH_MODEL_TAG
 
 
 def register(tracking_uri: str, model_uri: str, name: str) -> str:
@@ -183,3 +183,81 @@ def resolve(tracking_uri: str, reference: str) -> tuple[str, str]:
     if not versions:
         raise InputError(f"model {reference!r} has no versions")
     return reference, str(max(int(v.version) for v in versions))
+
+
+# ---------------------------------------------------------------- epoch models of a run (LoggedModels)
+
+
+@dataclass
+class EpochModelView:
+    epoch: int
+    model_id: str
+    metrics: dict[str, float]  # the run's metrics of that epoch, linked to the model
+    registered: list[str] = field(default_factory=list)  # "NAME/VERSION" it was registered as
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_id}"
+
+
+def epoch_models(tracking_uri: str, run_id: str) -> list[EpochModelView]:
+    """The LoggedModels of run `run_id` that hold a checkpointed epoch's network, by epoch."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    from resplat.tracking.runs import TrackedRun
+    from resplat.tracking.sweeps import all_pages
+
+    client = _registry_client(tracking_uri)
+    run = TrackedRun.open(tracking_uri, run_id)
+    logged = all_pages(lambda token: client.search_logged_models(
+        [run.experiment_id], filter_string=f"source_run_id = '{_quoted(run_id)}'", page_token=token))
+    by_epoch: dict[int, EpochModelView] = {}
+    # Oldest first: an epoch trained again after a worker-group restart keeps its newer model.
+    for model in sorted(logged, key=lambda m: m.creation_timestamp or 0):
+        if EPOCH_MODEL_TAG not in model.tags:
+            continue  # the final model, logged after training
+        epoch = int(model.tags[EPOCH_MODEL_TAG])
+        versions = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+        by_epoch[epoch] = EpochModelView(
+            epoch=epoch, model_id=model.model_id,
+            metrics={m.key: m.value for m in model.metrics or [] if m.step == epoch},
+            registered=[f"{v['name']}/{v['version']}" for v in versions],
+        )
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def pick_epoch_model(tracking_uri: str, run_id: str, *, epoch: int | None = None, metric: str = "val_top1",
+                     mode: str = "max") -> EpochModelView:
+    """The epoch model of `run_id` at `epoch`, or (no epoch) the one whose `metric` is best."""
+    if mode not in ("max", "min"):
+        raise InputError(f"--mode {mode!r}: use max or min")
+    views = epoch_models(tracking_uri, run_id)
+    if not views:
+        raise InputError(f"run {run_id} has no epoch models (runs log one per checkpointed epoch; "
+                         "older runs have only their final model)")
+    if epoch is not None:
+        for view in views:
+            if view.epoch == epoch:
+                return view
+        known = ", ".join(str(v.epoch) for v in views)
+        raise InputError(f"run {run_id} has no model of epoch {epoch}; epochs: {known}")
+    scored = [view for view in views if metric in view.metrics]
+    if not scored:
+        known = ", ".join(sorted({key for view in views for key in view.metrics})) or "none"
+        raise InputError(f"--metric {metric!r}: no epoch model of run {run_id} has it; metrics: {known}")
+    best = scored[0]
+    for view in scored[1:]:
+        if beats(view.metrics[metric], best.metrics[metric], mode):
+            best = view
+    return best
+
+
+def register_epoch_model(tracking_uri: str, run_id: str, name: str, *, epoch: int | None = None,
+                         metric: str = "val_top1", mode: str = "max") -> tuple[EpochModelView, str]:
+    """Register the chosen epoch model of `run_id` under `name`; return it and the new version."""
+    if not name.strip():
+        raise InputError("--name: give the registered model's name")
+    chosen = pick_epoch_model(tracking_uri, run_id, epoch=epoch, metric=metric, mode=mode)
+    return chosen, register(tracking_uri, chosen.model_uri, name)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from resplat import paths
 from resplat.errors import InputError
 from resplat.tracking.client import client_for, fluent_tracking_uri
-from resplat.tracking.names import MODEL_ARTIFACT, RESOLVED_SPEC, RESUMED_TAG
+from resplat.tracking.names import (
+    EPOCH_MODEL_TAG,
+    MODEL_ARTIFACT,
+    RESOLVED_SPEC,
+    RESUMED_TAG,
+    TRAIN_SHA256_TAG,
+    epoch_model_name,
+)
 
 # MLflow's SQLite store logs its table set-up and migrations at INFO on first use; mlflow
 # sets its loggers' level from MLFLOW_LOGGING_LEVEL when it is imported.
@@ -26,6 +35,25 @@ def tracking_uri_for(tracking_spec) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
 
 
+@contextlib.contextmanager
+def _environment(**values: str | None) -> Iterator[None]:
+    """These environment variables set (None: unset) while inside, put back afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        _set_environment(values)
+        yield
+    finally:
+        _set_environment(saved)
+
+
+def _set_environment(values: dict[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 class TrackedRun:
     """An MLflow run of one job. `create` opens it; workers reopen it with the run id."""
 
@@ -33,6 +61,8 @@ class TrackedRun:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.client = client_for(tracking_uri)
+        self._epoch_model_inputs = None  # (model spec, input example, metadata), read once per process
+        self._epoch_model_requirements: list[str] | None = None  # inferred for the first epoch model
 
     @classmethod
     def create(cls, tracking_uri: str, experiment: str, *, run_name: str, params: dict[str, str],
@@ -116,19 +146,87 @@ class TrackedRun:
         `mlflow.pytorch.load_model` gives back the nn.Module in any process with mlflow and
         torch. Its metadata holds the class names and eval transform (model_card).
         """
+        from resplat.tracking.model_card import model_metadata
+
+        metadata = model_metadata(self.read_text(RESOLVED_SPEC))
+        return self._log_torch_model(model, input_example, metadata, name=MODEL_ARTIFACT)
+
+    def log_epoch_model(self, weights: dict, epoch: int) -> str:
+        """Log the network of a checkpointed epoch (its state dict) as a LoggedModel of this run at
+        step `epoch`, serialised as `log_model` does; return its model URI.
+
+        Call it after the epoch's metrics are logged: MLflow links the run's metrics of that step
+        to the model, which is how the best epoch is found (tracking/registry.epoch_models).
+        """
+        from resplat.models import resnet
+
+        model_spec, example, metadata = self._inputs_for_epoch_models()
+        model = resnet(**model_spec)
+        model.load_state_dict(weights)
+        uri = self._log_torch_model(model.eval(), example, metadata, name=epoch_model_name(epoch), step=epoch,
+                                    tags={EPOCH_MODEL_TAG: str(epoch)}, pip_requirements=self._epoch_model_requirements)
+        if self._epoch_model_requirements is None:
+            # MLflow infers them in a subprocess that imports the model's modules: ~90% of the cost of a
+            # log. The same network class and libraries every epoch: infer once, reuse.
+            self._epoch_model_requirements = self._requirements_of(uri)
+        return uri
+
+    def _requirements_of(self, model_uri: str) -> list[str]:
+        import mlflow.artifacts
+
+        location = self.client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/requirements.txt",
+                                                   tracking_uri=self.tracking_uri)
+        lines = Path(path).read_text().splitlines()
+        return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+    def _inputs_for_epoch_models(self):
+        if self._epoch_model_inputs is None:
+            import numpy as np
+            import yaml
+
+            from resplat.spec import JobSpec, parse
+
+            text = self.read_text(RESOLVED_SPEC)
+            spec = parse(JobSpec, yaml.safe_load(text), f"run {self.run_id} ({RESOLVED_SPEC})")
+            resolution = spec.data.resolution
+            example = np.zeros((1, 3, resolution, resolution), dtype=np.float32)  # as submit.input_example
+            self._epoch_model_inputs = (spec.model.model_dump(), example, self._metadata_on_this_node(text))
+        return self._epoch_model_inputs
+
+    def _metadata_on_this_node(self, resolved_spec_text: str) -> dict:
+        """The model card; on a node without the driver's .beton files, from this node's copy of them
+        (object storage: the worker fetched the train set by its hash)."""
+        import yaml
+
+        from resplat.errors import DataError
+        from resplat.storage import node_cache_dir
+        from resplat.tracking.model_card import model_metadata
+
+        try:
+            return model_metadata(resolved_spec_text)
+        except DataError:
+            resolved = yaml.safe_load(resolved_spec_text)
+            resolved["data"]["train"] = str(node_cache_dir() / f"{self.tags[TRAIN_SHA256_TAG]}.beton")
+            return model_metadata(yaml.safe_dump(resolved))
+
+    def _log_torch_model(self, model, input_example, metadata: dict, *, name: str, step: int = 0,
+                         tags: dict[str, str] | None = None, pip_requirements: list[str] | None = None) -> str:
         import tempfile
 
         import mlflow
         import mlflow.pytorch
 
-        from resplat.tracking.model_card import bundle_model_code, model_metadata
+        from resplat.tracking.model_card import bundle_model_code
 
-        metadata = model_metadata(self.read_text(RESOLVED_SPEC))
-        with (fluent_tracking_uri(self.tracking_uri), tempfile.TemporaryDirectory() as folder,
-              mlflow.start_run(run_id=self.run_id)):
+        # run_id, not mlflow.start_run: leaving start_run's block would mark the run FINISHED mid-training.
+        # Without an active run MLflow puts the LoggedModel in the current experiment, not the run's.
+        with (_environment(MLFLOW_EXPERIMENT_ID=self.experiment_id, MLFLOW_EXPERIMENT_NAME=None),
+              fluent_tracking_uri(self.tracking_uri), tempfile.TemporaryDirectory() as folder):
             info = mlflow.pytorch.log_model(
-                model, name=MODEL_ARTIFACT, input_example=input_example, serialization_format="pickle",
-                code_paths=[str(bundle_model_code(Path(folder)))], metadata=metadata,
+                model, name=name, input_example=input_example, serialization_format="pickle",
+                code_paths=[str(bundle_model_code(Path(folder)))], metadata=metadata, step=step, tags=tags,
+                run_id=self.run_id, pip_requirements=pip_requirements,
             )
         return info.model_uri
 
