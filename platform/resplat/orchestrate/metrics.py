@@ -3,10 +3,19 @@
 Workers set them through `ray.util.metrics`; Ray's metrics agent serves them with a
 `ray_` prefix (and `_total` on counters), which is what `exported` returns and what the
 dashboards query. Values are set a few times a second from the reporter, never per step.
+
+Ray 2.60 forgets a gauge value soon after it is set: a process's exporter sends the agent only
+what was recorded since its last export (every `metrics_report_interval_ms`, 10 s by default),
+and the agent drops a series it has not heard of for two such intervals. A value set once (a
+sweep's trial counts, a run's restarts, an epoch's accuracy) would vanish from Prometheus
+seconds later, so every gauge value here is recorded again each second until its owner is gone.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from dataclasses import dataclass
 
 TRAIN_LABELS = ("job", "run", "trial", "worker")
@@ -59,6 +68,60 @@ TRAIN_METRICS = (
 TRIAL_STATES = ("pending", "running", "finished", "stopped", "errored")
 
 
+REFRESH_SECONDS = 1.0  # Ray exports at most once a second, whatever metrics_report_interval_ms says
+
+
+class GaugeKeeper:
+    """Records the latest value of every live gauge series again each second, from one daemon thread.
+
+    Series are kept per owner (a TrainMetrics or SweepMetrics) and dropped when the owner is
+    garbage collected, so a finished run's gauges leave Prometheus as its worker's do.
+    """
+
+    def __init__(self):
+        # One lock for recording and remembering: a refresh must never re-record a value older
+        # than one set at the same moment.
+        self._lock = threading.Lock()
+        self._latest: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._thread: threading.Thread | None = None
+
+    def set(self, owner, gauge, value: float, tags: dict[str, str] | None = None) -> None:
+        with self._lock:
+            gauge.set(value, tags=tags)
+            series = self._latest.setdefault(owner, {})
+            series[(id(gauge), frozenset((tags or {}).items()))] = (gauge, value, tags)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._refresh, name="resplat-gauges", daemon=True)
+                self._thread.start()
+
+    def owners(self) -> int:
+        with self._lock:
+            return len(self._latest)
+
+    @property
+    def refreshing(self) -> bool:
+        return self._thread is not None
+
+    def set_again(self) -> None:
+        """Record every kept value again."""
+        with self._lock:
+            for series in list(self._latest.values()):
+                for gauge, value, tags in series.values():
+                    gauge.set(value, tags=tags)
+
+    def _refresh(self) -> None:
+        while True:
+            time.sleep(REFRESH_SECONDS)
+            with self._lock:
+                if not self._latest:
+                    self._thread = None
+                    return
+            self.set_again()
+
+
+keeper = GaugeKeeper()  # the one per process
+
+
 def _declare(metric: Metric, default_tags: dict[str, str]):
     from ray.util import metrics
 
@@ -76,7 +139,7 @@ class TrainMetrics:
         self._by_name = {m.name: _declare(m, tags) for m in TRAIN_METRICS}
 
     def set(self, metric: Metric, value: float) -> None:
-        self._by_name[metric.name].set(float(value))
+        keeper.set(self, self._by_name[metric.name], float(value))
 
     def inc(self, metric: Metric, value: float = 1.0) -> None:
         self._by_name[metric.name].inc(float(value))
@@ -94,4 +157,4 @@ class SweepMetrics:
         if unknown:
             raise ValueError(f"unknown trial states {sorted(unknown)}; known: {', '.join(TRIAL_STATES)}")
         for state in TRIAL_STATES:
-            self._gauge.set(float(counts.get(state, 0)), tags={"state": state})
+            keeper.set(self, self._gauge, float(counts.get(state, 0)), tags={"state": state})
