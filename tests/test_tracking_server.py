@@ -184,3 +184,65 @@ def test_sigterm_stops_the_server_and_its_workers_quietly(server):
     assert "Traceback" not in err and "stopped" in out
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{url}/health", timeout=3)
+
+
+def database(postgres: str, name: str) -> str:
+    """Another database on the fixture's PostgreSQL: its URI."""
+    port = postgres.rsplit(":", 1)[1].split("/")[0]
+    subprocess.run(as_postgres(postgres_bin("createdb"), "-h", "127.0.0.1", "-p", port, "-U", "postgres", name),
+                   check=True, capture_output=True)
+    return postgres.rsplit("/", 1)[0] + f"/{name}"
+
+
+def resplat(*arguments: str, env: dict, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "resplat", *arguments], check=False, cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_cluster_up_starts_a_tracking_server_that_its_jobs_log_to(postgres, cifar_subset, tmp_path):
+    import json
+
+    import psutil
+    from mlflow.tracking import MlflowClient
+
+    home = tmp_path / "home"
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RESPLAT_HOME": str(home),
+           "RAY_ADDRESS": ""}
+    bad = resplat("cluster", "up", "--tracking-store", "sqlite:///x.db", env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and "--tracking-store 'sqlite:///x.db': expected postgresql://" in bad.stderr, bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not home.exists()
+
+    store = database(postgres, "cluster")
+    up = resplat("cluster", "up", "--tracking-store", store, env=env, cwd=tmp_path, timeout=400)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        record = json.loads((home / "cluster.json").read_text())
+        uri, server_pid = record["tracking_uri"], record["extra_pids"]["mlflow"]
+        assert uri.startswith("http://127.0.0.1:") and f"Jobs log to the MLflow server at {uri}" in up.stdout
+        connections = subprocess.run(["ss", "-ltnH", f"sport = :{uri.rsplit(':', 1)[1]}"], check=False,
+                                     capture_output=True, text=True).stdout
+        assert all(line.split()[3].startswith("127.0.0.1:") for line in connections.splitlines()), connections
+
+        status = resplat("cluster", "status", env=env, cwd=tmp_path)
+        assert status.returncode == 0 and f"MLflow tracking: {uri}" in status.stdout, status.stdout + status.stderr
+
+        job = one_epoch_job(tmp_path / "job.yaml", cifar_subset, name="tracked-on-cluster",
+                            tracking="{experiment: cluster-tracked, register_as: cluster-server-model}")
+        done = resplat("submit", str(job), "--follow", env=env, cwd=tmp_path, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        client = MlflowClient(uri)
+        (run,) = client.search_runs([client.get_experiment_by_name("cluster-tracked").experiment_id])
+        assert run.info.status == "FINISHED" and run.data.tags["resplat.job"] == "tracked-on-cluster"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")] == [1]
+        (version,) = client.search_model_versions("name = 'cluster-server-model'")
+        assert version.run_id == run.info.run_id
+        assert not (home / "mlflow.db").exists()  # nothing went to the embedded store
+
+        down = resplat("cluster", "down", env=env, cwd=tmp_path, timeout=180)
+        assert down.returncode == 0 and f"its MLflow server {uri} too" in down.stdout, down.stdout + down.stderr
+        assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{uri}/health", timeout=3)
+    finally:
+        if (home / "cluster.json").exists():
+            resplat("cluster", "down", env=env, cwd=tmp_path, timeout=180)

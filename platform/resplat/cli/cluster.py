@@ -18,7 +18,8 @@ app = typer.Typer(help="Start, inspect and stop the Ray cluster that jobs are su
                   no_args_is_help=True, context_settings=HELP_OPTIONS)
 
 
-@app.command(epilog=examples('resplat cluster up', 'resplat cluster up cluster/local-autoscaling.yaml'))
+@app.command(epilog=examples('resplat cluster up', 'resplat cluster up cluster/local-autoscaling.yaml',
+                             'resplat cluster up --tracking-store postgresql://mlflow@127.0.0.1:5432/mlflow'))
 @reports_errors
 def up(
     file: Annotated[Path | None, typer.Argument(
@@ -29,11 +30,21 @@ def up(
         min=1, max=65535, help="Port of the dashboard and Jobs API (default 8265, or a free one).")] = None,
     metrics: Annotated[bool, typer.Option(
         help="Also start Prometheus (Debian's binary) scraping the head; see dashboards/.")] = False,
+    tracking_store: Annotated[str | None, typer.Option(
+        metavar="URI", help="Also start an MLflow tracking server (127.0.0.1, a free port) on this PostgreSQL "
+        "database, postgresql://USER[:PASS]@HOST:PORT/DB; the cluster's jobs log to it, `down` stops it.")] = None,
+    tracking_artifacts: Annotated[str | None, typer.Option(
+        metavar="DIR|URI", help="With --tracking-store: where the server keeps models and files (a folder or "
+        "s3://BUCKET/PREFIX). Default: $RESPLAT_HOME/server-artifacts.")] = None,
 ) -> None:
     """Start a Ray head on this machine that outlives the terminal; jobs are then submitted to it."""
     from resplat.cluster import service
+    from resplat.errors import InputError
 
-    outcome = service.up(file, dashboard_port=dashboard_port, metrics=metrics)
+    if tracking_artifacts and not tracking_store:
+        raise InputError("--tracking-artifacts goes with --tracking-store URI")
+    outcome = service.up(file, dashboard_port=dashboard_port, metrics=metrics, tracking_store=tracking_store,
+                         tracking_artifacts=tracking_artifacts)
     console.print(outcome, soft_wrap=True)
 
 

@@ -43,6 +43,7 @@ class RecordedHead:
     started: float
     autoscaling_config: str | None = None
     extra_pids: dict[str, int] = field(default_factory=dict)  # e.g. {"prometheus": pid}
+    tracking_uri: str | None = None  # the MLflow server started beside the head, which its jobs log to
 
 
 def state_file() -> Path:
@@ -125,8 +126,10 @@ def _ray_executable() -> str:
     return shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray") or "ray"
 
 
-def start(*, autoscaling_config: Path | None = None, dashboard_port: int | None = None) -> tuple[RecordedHead, bool]:
-    """Start the head (or find the running one); return it and whether it was started now."""
+def start(*, autoscaling_config: Path | None = None, dashboard_port: int | None = None,
+          tracking_uri: str | None = None) -> tuple[RecordedHead, bool]:
+    """Start the head (or find the running one); return it and whether it was started now.
+    `tracking_uri`: the MLflow store the head's jobs log to (MLFLOW_TRACKING_URI in their environment)."""
     existing = recorded()
     if existing is not None and is_alive(existing):
         return existing, False
@@ -159,6 +162,8 @@ def start(*, autoscaling_config: Path | None = None, dashboard_port: int | None 
         "RAY_TRAIN_V2_ENABLED": "1",
     }
     env.pop("RAY_ADDRESS", None)
+    if tracking_uri is not None:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
     node_ip = _node_ip()
     if autoscaling_config is not None:
         effective = _with_gcs_address(autoscaling_config, Path(temp_dir), f"{node_ip}:{gcs_port}")
@@ -171,7 +176,8 @@ def start(*, autoscaling_config: Path | None = None, dashboard_port: int | None 
                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=home)
     head = RecordedHead(url=f"http://127.0.0.1:{port}", gcs_address=f"{node_ip}:{gcs_port}", pid=process.pid,
                         temp_dir=temp_dir, home=str(home), started=time.time(),
-                        autoscaling_config=str(autoscaling_config.absolute()) if autoscaling_config else None)
+                        autoscaling_config=str(autoscaling_config.absolute()) if autoscaling_config else None,
+                        tracking_uri=tracking_uri)
     _record(head)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

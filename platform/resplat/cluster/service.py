@@ -11,6 +11,7 @@ from resplat.cluster.address import ClusterTarget, request_json, resolve
 from resplat.errors import InputError, RunError
 
 PROMETHEUS = "prometheus"
+MLFLOW_SERVER = "mlflow"
 
 
 def _launcher_provider(file: Path) -> str:
@@ -29,25 +30,60 @@ def _launcher_provider(file: Path) -> str:
     return str(config["provider"].get("type", ""))
 
 
-def up(file: Path | None, *, dashboard_port: int | None = None, metrics: bool = False) -> str:
+def up(file: Path | None, *, dashboard_port: int | None = None, metrics: bool = False,
+       tracking_store: str | None = None, tracking_artifacts: str | None = None) -> str:
+    """Start the head; with `tracking_store` (PostgreSQL) an MLflow server beside it first, which the
+    head's jobs log to and `down` stops."""
     autoscaling = None
     if file is not None:
         provider = _launcher_provider(file)
         if provider != "fake_multinode":
+            if tracking_store:
+                raise InputError("--tracking-store starts the server beside a head on this machine; for a "
+                                 "cloud cluster run `resplat tracking serve` and set tracking.tracking_uri")
             return _ray_up(file)
         autoscaling = file
-    recorded, started = local_head.start(autoscaling_config=autoscaling, dashboard_port=dashboard_port)
+    server = _start_tracking_server(tracking_store, tracking_artifacts) if tracking_store else None
+    try:
+        recorded, started = local_head.start(autoscaling_config=autoscaling, dashboard_port=dashboard_port,
+                                             tracking_uri=server[1] if server else None)
+    except BaseException:
+        if server:
+            from resplat.tracking.server import stop_detached_server
+
+            stop_detached_server(server[0])
+        raise
+    if server:
+        local_head.add_process(recorded, MLFLOW_SERVER, server[0])
     state = "started" if started else "already up"
     where = f"{recorded.url} (GCS {recorded.gcs_address}, recorded in {local_head.state_file()})"
     lines = [f"Ray cluster {state}: {where}"]
     if metrics:
         lines.append(_start_metrics(recorded))
+    store = (f"the MLflow server at {recorded.tracking_uri} (127.0.0.1 only; PostgreSQL backend)"
+             if recorded.tracking_uri else f"the MLflow store under {recorded.home} (`resplat ui` here shows them)")
     lines += [
-        f"Jobs log to the MLflow store under {recorded.home} (`resplat ui` here shows them).",
+        f"Jobs log to {store}.",
         "Submit:  resplat submit JOB.yaml        Watch:  resplat cluster status | resplat jobs list",
         "Stop:    resplat cluster down",
     ]
     return "\n".join(lines)
+
+
+def _start_tracking_server(store: str, artifacts: str | None) -> tuple[int, str]:
+    """The MLflow server for a head about to start; refused when a head is already up (its jobs'
+    environment is fixed at its start)."""
+    from resplat import paths
+    from resplat.tracking.server import start_detached_server
+
+    existing = local_head.recorded()
+    if existing is not None and local_head.is_alive(existing):
+        running = f"its jobs log to {existing.tracking_uri}" if existing.tracking_uri else "it has no tracking server"
+        raise InputError(f"--tracking-store: the cluster {existing.url} is already up and {running}; "
+                         "`resplat cluster down` first")
+    home = paths.home()
+    return start_detached_server(backend_store_uri=store, artifacts=artifacts or str(home / "server-artifacts"),
+                                 port=local_head.free_port(), log_path=paths.logs_dir() / "mlflow-server.log")
 
 
 def _start_metrics(recorded) -> str:
@@ -88,8 +124,9 @@ def down(file: Path | None) -> str:
         return f"no cluster recorded in {local_head.state_file()}: nothing to stop"
     if PROMETHEUS in recorded.extra_pids:
         stop_prometheus(recorded.extra_pids.pop(PROMETHEUS))
-    stopped = local_head.stop(recorded)
-    return f"Ray cluster {recorded.url} stopped ({stopped} processes)"
+    stopped = local_head.stop(recorded)  # the MLflow server too: it is one of the head's extra processes
+    server = f"; its MLflow server {recorded.tracking_uri} too" if recorded.tracking_uri else ""
+    return f"Ray cluster {recorded.url} stopped ({stopped} processes{server})"
 
 
 def status(address: str | None) -> str:
@@ -103,8 +140,17 @@ def status(address: str | None) -> str:
         summary = "(the autoscaler has not published its summary yet: ask again in a few seconds)"
     running = [row for row in jobs_api.list_jobs(target) if row.status in ("PENDING", "RUNNING")]
     jobs = "\n".join(f"  {row.job_id}  {row.status}  {row.name}" for row in running) or "  (none)"
-    return (f"cluster {target.describe()}\n\nNodes:\n{_nodes(target)}\n\n{summary.strip()}\n\n"
-            f"Jobs running:\n{jobs}")
+    return (f"cluster {target.describe()}\n{_tracking_line(target)}\nNodes:\n{_nodes(target)}\n\n"
+            f"{summary.strip()}\n\nJobs running:\n{jobs}")
+
+
+def _tracking_line(target: ClusterTarget) -> str:
+    """Where the cluster's jobs log, when it is the one `up` recorded here."""
+    recorded = local_head.recorded()
+    if recorded is None or recorded.url.rstrip("/") != target.url.rstrip("/"):
+        return ""
+    store = recorded.tracking_uri or f"the MLflow store under {recorded.home}"
+    return f"MLflow tracking: {store}\n"
 
 
 def _nodes(target: ClusterTarget) -> str:

@@ -35,15 +35,15 @@ def check_tracking_reachable(tracking_uri: str, *, timeout_s: float = REACHABLE_
                      f"{timeout_s:g} s ({reason})")
 
 
-def postgres_store_uri(uri: str) -> str:
+def postgres_store_uri(uri: str, *, option: str = "--backend-store-uri") -> str:
     """The backend store URI with the driver MLflow needs named (`postgresql+psycopg2://`)."""
     parsed = urlparse(uri)
     if parsed.scheme not in POSTGRES_SCHEMES or not parsed.hostname or not parsed.path.strip("/"):
-        raise InputError(f"--backend-store-uri {uri!r}: expected postgresql://USER@HOST:PORT/DATABASE")
+        raise InputError(f"{option} {uri!r}: expected postgresql://USER@HOST:PORT/DATABASE")
     return urlunparse(parsed._replace(scheme="postgresql+psycopg2"))
 
 
-def check_postgres(uri: str, *, timeout_s: float = REACHABLE_TIMEOUT_S) -> None:
+def check_postgres(uri: str, *, timeout_s: float = REACHABLE_TIMEOUT_S, option: str = "--backend-store-uri") -> None:
     """The database answers (checked before the server starts, so a wrong URI is one line)."""
     import psycopg2
 
@@ -56,7 +56,7 @@ def check_postgres(uri: str, *, timeout_s: float = REACHABLE_TIMEOUT_S) -> None:
         first = (str(error).strip().splitlines() or ["no answer"])[0]
         shown = urlunparse(parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@")
                                            if parsed.password else parsed.netloc))
-        raise InputError(f"--backend-store-uri {shown}: cannot connect ({first})") from None
+        raise InputError(f"{option} {shown}: cannot connect ({first})") from None
 
 
 def allowed_hosts(host: str, port: int, extra: list[str]) -> str:
@@ -95,3 +95,69 @@ def server_command(*, backend_store_uri: str, artifacts: str, host: str, port: i
             "--allowed-hosts", allowed_hosts(host, port, extra_allowed_hosts or []),
             # A client's idle keep-alive connection would otherwise hold a stop forever.
             "--uvicorn-opts", f"--timeout-graceful-shutdown {GRACEFUL_SHUTDOWN_S}"]
+
+
+SERVER_READY_TIMEOUT_S = 180.0  # a first start on an empty database runs MLflow's migrations
+
+
+def start_detached_server(*, backend_store_uri: str, artifacts: str, port: int, log_path: Path,
+                          option: str = "--tracking-store") -> tuple[int, str]:
+    """`mlflow server` on 127.0.0.1:`port` in its own session, outliving this process (beside a
+    cluster head); return its pid and URL once /health answers. Bad input: InputError, nothing started."""
+    import os
+    import subprocess
+    import time
+
+    from resplat.errors import RunError
+
+    store = postgres_store_uri(backend_store_uri, option=option)
+    check_postgres(store, option=option)
+    command = server_command(backend_store_uri=store, artifacts=artifacts, host="127.0.0.1", port=port, workers=1)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env={**os.environ, **SERVER_ENVIRONMENT}, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise RunError(f"the MLflow server exited with code {process.returncode}; last lines of {log_path}:\n"
+                           + "\n".join(tail))
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return process.pid, url
+        except OSError:
+            pass
+        time.sleep(0.5)
+    stop_detached_server(process.pid)
+    raise RunError(f"the MLflow server did not answer {url}/health within {SERVER_READY_TIMEOUT_S:.0f} s; "
+                   f"see {log_path}")
+
+
+def stop_detached_server(pid: int, *, timeout_s: float = 30.0) -> None:
+    """Stop a server `start_detached_server` started: its whole session (uvicorn workers too)."""
+    import os
+    import signal
+    import time
+
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reaped when this process started it
+        except ChildProcessError:
+            pass
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
