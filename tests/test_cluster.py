@@ -154,6 +154,14 @@ def test_a_submitted_job_runs_to_the_end_through_the_jobs_api(cluster, cifar_sub
 
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
+    # `submit --from-run` to the cluster: its resolved spec again, a new run tagged with its source.
+    again = cluster.run("submit", "--from-run", run_id, "--follow")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    client = cluster.mlflow()
+    (rerun,) = client.search_runs([run.info.experiment_id], filter_string=f"tags.`resplat.from_run` = '{run_id}'")
+    assert rerun.info.status == "FINISHED" and rerun.info.run_id != run_id
+    assert rerun.data.params == run.data.params
+
 
 def wait_for(predicate, timeout: float, every: float = 2.0) -> bool:
     deadline = time.monotonic() + timeout

@@ -147,7 +147,7 @@ def submit(
             service.check_runnable(spec, address=None if target is None else "auto")
         return
     if target is not None:
-        _submit_to_cluster(target, spec, job, set_ or [], resume=resume, follow=follow)
+        _submit_to_cluster(target, spec, job, set_ or [], resume=resume, follow=follow, from_run=from_run)
         return
     here = local_ray_address()  # None: a Ray of our own; "auto": the Ray job we run in
     if resume:
@@ -174,11 +174,13 @@ def _from_run_tagger(from_run: str | None, spec):
     return lambda run_id: mark_from_run(spec.tracking.tracking_uri, run_id, from_run)
 
 
-def _submit_to_cluster(target, spec, job: Path, overrides: list[str], *, resume: str | None, follow: bool) -> None:
+def _submit_to_cluster(target, spec, job: Path, overrides: list[str], *, resume: str | None, follow: bool,
+                       from_run: str | None = None) -> None:
     from resplat.cli.jobs import follow_job
     from resplat.cluster.remote import submit_job
 
-    job_id = submit_job(target, spec, source=str(job), text=job.read_text(), overrides=overrides, resume=resume)
+    job_id = submit_job(target, spec, source=str(job), text=job.read_text(), overrides=overrides, resume=resume,
+                        from_run=from_run)
     console.print(f"submitted job [bold]{job_id}[/] to {target.describe()}", soft_wrap=True)
     if follow:
         follow_job(target, job_id)

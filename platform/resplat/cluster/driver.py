@@ -98,11 +98,20 @@ def run_submit(payload: dict) -> None:
         warn_if_tracking_is_node_local(spec)
         prepared = service.prepare_data(spec.data, num_classes=spec.model.num_classes, progress=data_progress)
         result = service.submit(spec, prepared=prepared, spec_text=payload["text"], address="auto",
-                                on_update=EpochLines(), on_run=lambda run_id: say(f"{RUN_LINE}{run_id}"))
+                                on_update=EpochLines(), on_run=lambda run_id: on_new_run(spec, run_id, payload))
     metrics = result.metrics
     say(f"finished: val top-1 {metrics.get('val_top1', float('nan')):.2%}, top-5 "
         f"{metrics.get('val_top5', float('nan')):.2%}, {result.wall_seconds:,.0f} s; model {result.model_uri}"
         + (f" (registered v{result.registered_version})" if result.registered_version else ""))
+
+
+def on_new_run(spec, run_id: str, payload: dict) -> None:
+    """Say the run id (the client reads it from the log); tag a `--from-run` re-run with its source."""
+    if payload.get("from_run"):
+        from resplat.tracking.lineage import mark_from_run
+
+        mark_from_run(spec.tracking.tracking_uri, run_id, payload["from_run"])
+    say(f"{RUN_LINE}{run_id}")
 
 
 def run_tune(payload: dict) -> None:

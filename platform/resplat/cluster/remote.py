@@ -17,15 +17,16 @@ def on_this_machine(target: ClusterTarget) -> bool:
 
 
 def submit_job(target: ClusterTarget, spec, *, source: str, text: str, overrides: list[str],
-               resume: str | None = None) -> str:
-    """Check what the client can, then submit the job's driver; return the job id."""
+               resume: str | None = None, from_run: str | None = None) -> str:
+    """Check what the client can, then submit the job's driver; return the job id. `from_run`: the run
+    whose resolved spec `text` is (`submit --from-run`); the new run is tagged with it."""
     from resplat.orchestrate.submit import check_runnable
 
     check_reachable(target)
     if on_this_machine(target) and not resume:
         check_runnable(spec, address="auto")
     payload = {"command": "submit", "source": source, "text": text, "overrides": list(overrides),
-               "name": spec.name, "resume": resume}
+               "name": spec.name, "resume": resume, "from_run": from_run}
     return jobs_api.submit(target, name=spec.name, kind="job", payload=payload, spec_sha256=_sha(text, overrides))
 
 
