@@ -4,19 +4,85 @@ batch, the lr and each worker's share of the data follow the world size, and MLf
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import pytest
 
 from resplat.spec import JobSpec
+from resplat.train import PrintReporter, train
+from resplat.train.loop import resumed_batch
 
-pytestmark = pytest.mark.slow
-
-EPOCHS = 30
+EPOCHS = 40
 CHECKPOINT_EVERY = 3
 IMAGES = 400  # cifar_subset: 40 training images per class
 BATCH = 20
+
+
+def test_a_mid_epoch_position_keeps_its_share_of_the_epoch():
+    assert resumed_batch(6, 20, 20) == 6  # same world size: the very next batch
+    assert resumed_batch(6, 20, 10) == 3  # twice the workers: half the steps per epoch
+    assert resumed_batch(3, 10, 20) == 6
+    assert resumed_batch(19, 20, 10) == 9  # rounded down: never past the epoch's end
+
+
+@pytest.fixture(scope="module")
+def step_schedule_spec(cifar_subset, tmp_path_factory):
+    """400 images, batch 50: 8 steps an epoch for one worker; lr 0.05 x 0.1 from epoch 2 on."""
+    from resplat.orchestrate.submit import prepare_data
+
+    saved = os.environ.get("RESPLAT_HOME")
+    os.environ["RESPLAT_HOME"] = str(tmp_path_factory.mktemp("home"))
+    try:
+        spec = JobSpec.model_validate({
+            "name": "elastic-loop", "seed": 5, "model": {"family": "cifar", "depth": 8},
+            "data": {"train": cifar_subset / "train", "val": cifar_subset / "test", "loader_workers": 1},
+            "optim": {"lr": 0.05, "batch_size": 50, "lr_scaling": "linear", "base_batch_size": 50},
+            "schedule": {"kind": "step", "milestones": [2], "epochs": 3},
+            "scaling": {"num_workers": [1, 2]},
+        })
+        prepared = prepare_data(spec.data, num_classes=10)
+    finally:
+        if saved is None:
+            os.environ.pop("RESPLAT_HOME", None)
+        else:
+            os.environ["RESPLAT_HOME"] = saved
+    return spec.model_copy(update={"data": prepared.data})
+
+
+def as_if_saved_by_two_workers(state: dict, *, epoch_step: int) -> dict:
+    """An epoch-1 state rewritten as two workers would have saved it: 4 steps an epoch, lr 0.1."""
+    state = copy.deepcopy(state)
+    state.update(steps_per_epoch=4, world_size=2, epoch_step=epoch_step, global_step=4 + epoch_step)
+    state["scheduler"].update(last_epoch=4 + epoch_step, base_lrs=[0.1])
+    for group in state["optimizer"]["param_groups"]:
+        group.update(lr=0.1, initial_lr=0.1)
+    return state
+
+
+@pytest.mark.slow
+def test_one_worker_resumes_a_two_worker_checkpoint_at_the_same_point_of_the_schedule(step_schedule_spec):
+    whole = PrintReporter()
+    train(step_schedule_spec, whole)  # one worker (a plain process) all along
+    assert [r.global_step for r in whole.epochs] == [8, 16, 24]
+    epoch_one = whole.epochs[0].state
+
+    at_epoch_end = PrintReporter()
+    train(step_schedule_spec, at_epoch_end, resume=as_if_saved_by_two_workers(epoch_one, epoch_step=0))
+    assert [r.epoch for r in at_epoch_end.epochs] == [2, 3]
+    # The steps taken go on counting (4, then 8 an epoch); the schedule is where epoch 1's end is.
+    assert [r.global_step for r in at_epoch_end.epochs] == [12, 20]
+    assert [r.metrics["lr"] for r in at_epoch_end.epochs] == pytest.approx([r.metrics["lr"] for r in whole.epochs[1:]])
+    assert at_epoch_end.epochs[-1].metrics["lr"] == pytest.approx(0.005)  # one worker's peak 0.05, x 0.1
+
+    mid_epoch = PrintReporter()
+    train(step_schedule_spec, mid_epoch, resume=as_if_saved_by_two_workers(epoch_one, epoch_step=2))
+    # 2 of 4 steps done: the other half of epoch 2 is 4 of one worker's 8.
+    assert [r.epoch for r in mid_epoch.epochs] == [2, 3]
+    assert [r.global_step for r in mid_epoch.epochs] == [10, 18]
+    assert mid_epoch.epochs[0].metrics["train_images"] == 4 * 50
+    assert mid_epoch.epochs[-1].state["steps_per_epoch"] == 8 and mid_epoch.epochs[-1].state["world_size"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +114,7 @@ def history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]
     return [(p.step, p.value) for p in sorted(points, key=lambda p: (p.timestamp, p.step))]
 
 
+@pytest.mark.slow
 def test_a_job_grows_when_a_node_joins(one_worker_node, cifar_subset):
     import mlflow
     from mlflow.tracking import MlflowClient
