@@ -50,18 +50,25 @@ def prepared(cifar_subset, tmp_path_factory):
     del os.environ["RESPLAT_HOME"]
 
 
-def train_on_cluster(spec: JobSpec, prepared, name: str):
+def train_on_cluster(spec: JobSpec, prepared, name: str, tracking_uri: str | None = None):
+    """Trained on the module's cluster; with `tracking_uri`, tracked in MLflow as a submit does."""
     from resplat.orchestrate.trainer import run_training
+    from resplat.spec import flatten, to_yaml
+    from resplat.tracking import TrackedRun
+    from resplat.tracking.names import RESOLVED_SPEC
 
     spec = spec.model_copy(update={"data": prepared.data})
-    return run_training(spec, run=None, run_name=name)
+    run = TrackedRun.create(tracking_uri, "ddp", run_name=name, params=flatten(spec),
+                            texts={RESOLVED_SPEC: to_yaml(spec)}) if tracking_uri else None
+    return run_training(spec, run=run, run_name=name)
 
 
-def test_two_workers_on_two_nodes_match_two_workers_on_one(three_node_cluster, prepared, cifar_subset):
+def test_two_workers_on_two_nodes_match_two_workers_on_one(three_node_cluster, prepared, cifar_subset, tmp_path):
     import ray
 
     packed = train_on_cluster(job(cifar_subset, placement="PACK"), prepared, "packed")
-    spread = train_on_cluster(job(cifar_subset, placement="STRICT_SPREAD"), prepared, "spread")
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spread = train_on_cluster(job(cifar_subset, placement="STRICT_SPREAD"), prepared, "spread", tracking_uri)
 
     assert len(packed.epochs) == len(spread.epochs) == 3
     assert len(set(packed.nodes)) == 1, packed.nodes
@@ -78,3 +85,17 @@ def test_two_workers_on_two_nodes_match_two_workers_on_one(three_node_cluster, p
     for a, b in zip(packed.epochs, spread.epochs):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.05)
     assert len(ray.nodes()) == 3
+
+    # Two workers, one MLflow run, each metric once per step: only rank 0 logs.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    assert {"train_loss", "val_top1", "val_top5"} <= set(run.data.metrics)
+    for key in run.data.metrics:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert len(steps) == len(set(steps)), key
+    for key in ("train_loss", "val_top1", "val_top5"):  # the per-epoch metrics: once at each epoch
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [1, 2, 3], key
+    # And one model per checkpointed epoch, at its step.
+    assert sorted(o.step for o in run.outputs.model_outputs) == [1, 2, 3]
