@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def resplat(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "resplat", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "resplat", *args], cwd=cwd, capture_output=True, text=True, check=False)
 
 
 def test_help_lists_every_command():
@@ -50,6 +50,6 @@ def test_local_job_larger_than_the_machine_is_refused_before_anything_starts(cif
     job.write_text(f"name: big\ndata: {{train: {cifar_subset / 'train'}, val: {cifar_subset / 'test'}}}\n"
                    "scaling: {num_workers: 64, cpus_per_worker: 4}\n")
     result = subprocess.run([sys.executable, "-m", "resplat", "submit", str(job)], cwd=ROOT, capture_output=True,
-                            text=True, env={**os.environ, "RESPLAT_HOME": str(tmp_path / "home"), "RAY_ADDRESS": ""})
+                            text=True, env={**os.environ, "RESPLAT_HOME": str(tmp_path / "home"), "RAY_ADDRESS": ""}, check=False)
     assert result.returncode == 2 and "64 workers x 4 CPUs = 256 CPUs" in result.stderr
     assert not (tmp_path / "home").exists()

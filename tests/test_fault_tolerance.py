@@ -158,6 +158,6 @@ def test_an_interrupted_run_resumes_with_submit_resume(cifar_medium, tmp_path):
 def test_resume_of_an_unknown_run_is_an_input_error(cifar_subset, tmp_path):
     job = write_job(tmp_path, cifar_subset, "unknown", max_failures=0)
     process = start(job, tmp_path / "home", "--resume", "0123456789abcdef")
-    out, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert "no MLflow run 0123456789abcdef" in err

@@ -99,8 +99,8 @@ def test_variables_expand_with_defaults_and_unset_ones_are_errors(tmp_path, data
     spec = load_job(write(tmp_path, text))
     assert spec.data.train == data_dirs[0] and spec.data.val == data_dirs[1]
     found = problems(write(tmp_path, text + "tracking: {experiment: '${RESPLAT_UNSET}'}\n"))
-    assert found == ["tracking.experiment: environment variable RESPLAT_UNSET is not set "
-                     "(set it or write ${RESPLAT_UNSET:-default})"]
+    assert found == [("tracking.experiment: environment variable RESPLAT_UNSET is not set "
+                      "(set it or write ${RESPLAT_UNSET:-default})")]
 
 
 def test_overrides_apply_and_unknown_paths_are_errors(tmp_path, data_dirs):
@@ -125,7 +125,7 @@ def test_committed_schema_is_in_sync():
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "resplat", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "resplat", *args], cwd=cwd, capture_output=True, text=True, check=False)
 
 
 def test_cli_bad_spec_exits_2_with_no_traceback_and_no_side_effects(tmp_path, data_dirs):
@@ -133,7 +133,7 @@ def test_cli_bad_spec_exits_2_with_no_traceback_and_no_side_effects(tmp_path, da
     home = tmp_path / "home"
     result = subprocess.run(
         [sys.executable, "-m", "resplat", "submit", str(path)], cwd=ROOT, capture_output=True, text=True,
-        env={**os.environ, "RESPLAT_HOME": str(home)},
+        env={**os.environ, "RESPLAT_HOME": str(home)}, check=False,
     )
     assert result.returncode == 2
     assert f"{path}: invalid spec" in result.stderr and "did you mean 'lr'?" in result.stderr

@@ -42,7 +42,7 @@ def write_space(tmp: Path, text: str, name: str = "space.yaml") -> Path:
 def run_cli(args: list[str], home: Path, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "resplat", *args], cwd=ROOT, capture_output=True, text=True, timeout=400,
-        env={**os.environ, "RESPLAT_HOME": str(home), "RAY_ADDRESS": "", "COLUMNS": "200"}, **kwargs,
+        env={**os.environ, "RESPLAT_HOME": str(home), "RAY_ADDRESS": "", "COLUMNS": "200"}, check=False, **kwargs,
     )
 
 
