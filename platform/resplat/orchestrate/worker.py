@@ -77,9 +77,12 @@ class RayReporter:
             ray.get(self.board.post_epoch.remote(report.epoch, report.metrics))
             if self.run is not None:
                 self.run.log_metrics(report.metrics, step=report.epoch)
-                if report.state is not None:  # a checkpoint epoch: its network, linked to the metrics above
-                    self.run.log_epoch_model(report.state["model"], report.epoch)
         self._report(metrics, report.state)
+        # After the checkpoint: logging the network takes seconds, and a job stopped meanwhile must
+        # still find this epoch's checkpoint (the driver tags the run with it). A trial that Tune
+        # stops at the report may lose this epoch's model, never its checkpoint.
+        if self.rank == 0 and self.run is not None and report.state is not None:
+            self.run.log_epoch_model(report.state["model"], report.epoch)  # linked to the metrics above
         if report.preemption:
             self._note_preemption(report.global_step)
 
