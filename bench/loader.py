@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import cpu_model
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,21 +216,11 @@ def _other_load(before, after, seconds: float) -> str:
     )
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _machine() -> str:
     arch = subprocess.run(
         ["uname", "-m"], check=False, capture_output=True, text=True
     ).stdout.strip()
-    return f"{arch}, {os.cpu_count()} CPUs, {_cpu_model()}"
+    return f"{arch}, {os.cpu_count()} CPUs, {cpu_model()}"
 
 
 def record(results: list[dict], args: argparse.Namespace, load: str) -> None:
