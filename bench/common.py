@@ -52,7 +52,7 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-def _busy_cpu_seconds() -> tuple[float, float] | None:
+def busy_cpu_seconds() -> tuple[float, float] | None:
     """(CPU seconds the whole machine has used, this process and its reaped children have used)."""
     try:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -69,12 +69,12 @@ class LoadMeter:
 
     def __init__(self):
         self.load_before = os.getloadavg()[0]
-        self.cpu_before = _busy_cpu_seconds()
+        self.cpu_before = busy_cpu_seconds()
         self.started = time.perf_counter()
 
     def summary(self) -> dict:
         seconds = time.perf_counter() - self.started
-        after = _busy_cpu_seconds()
+        after = busy_cpu_seconds()
         others = None
         if self.cpu_before and after:
             used = max(0.0, (after[0] - self.cpu_before[0]) - (after[1] - self.cpu_before[1]))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import cpu_model
+from common import busy_cpu_seconds, cpu_model
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,19 +192,6 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
     }
 
 
-def _busy_cpu_seconds() -> tuple[float, float] | None:
-    """(CPU seconds used by the whole machine, by this process and its reaped children)."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, *rest = (int(f) for f in fields)
-    steal = rest[0] if rest else 0
-    machine = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    own = os.times()
-    return machine, own.user + own.system + own.children_user + own.children_system
-
-
 def _other_load(before, after, seconds: float) -> str:
     if before is None or after is None:
         return "other load: unknown"
@@ -288,9 +275,9 @@ def main() -> None:
     os.chdir(REPO)
 
     cases = ["cifar", "imagenet"] if args.which == "both" else [args.which]
-    cpu_before, start = _busy_cpu_seconds(), time.perf_counter()
+    cpu_before, start = busy_cpu_seconds(), time.perf_counter()
     results = [run_case(case, args) for case in cases]
-    load = _other_load(cpu_before, _busy_cpu_seconds(), time.perf_counter() - start)
+    load = _other_load(cpu_before, busy_cpu_seconds(), time.perf_counter() - start)
     print(load)
     if not args.no_record:
         record(results, args, load)
