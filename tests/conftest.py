@@ -23,6 +23,13 @@ def _tracking_uri_does_not_leak():
         os.environ["MLFLOW_TRACKING_URI"] = _TRACKING_URI_AT_START
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_code_cache(tmp_path_factory):
+    """One numba cache for all of the session's processes (Ray workers inherit the variable):
+    FFCV's stages compile once per session, and nothing is left in ~/.cache."""
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(tmp_path_factory.mktemp("numba-cache")))
+
+
 @pytest.fixture(scope="session")
 def cifar10_root() -> Path:
     """The full CIFAR-10 image folder (extracted once from ../shared into .resplat/datasets)."""

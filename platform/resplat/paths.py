@@ -76,3 +76,14 @@ def missing_sqlite_store(tracking_uri: str) -> Path | None:
         return None
     path = Path(tracking_uri.removeprefix(SQLITE_PREFIX))
     return None if path.exists() else path
+
+
+def compiled_code_cache_dir() -> Path:
+    """Where FFCV's numba-compiled pipeline stages are cached: `$NUMBA_CACHE_DIR` when set, else
+    `$XDG_CACHE_HOME/resplat/numba` (default `~/.cache/...`). Outside RESPLAT_HOME on purpose:
+    compiled code depends on the machine and the installed libraries, not on a project's state."""
+    configured = os.environ.get("NUMBA_CACHE_DIR")
+    if configured:
+        return Path(configured).expanduser().absolute()
+    cache_root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_root).expanduser().absolute() / "resplat" / "numba"

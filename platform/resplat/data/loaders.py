@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from resplat.data.compile_cache import cache_compiled_stages
 from resplat.data.pipelines import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -194,6 +195,7 @@ def build_loader(
 
     from ffcv.loader import OrderOption
 
+    cache_compiled_stages()
     reader = _read_beton(path)
     _check_fields(path, reader, pipeline, resolution)
 
