@@ -180,6 +180,26 @@ def test_the_logged_model_loads_outside_resplat_with_signature_and_example(train
     assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
 
 
+def test_the_declared_requirements_are_what_mlflow_would_infer(trained, tmp_path):
+    """resplat pins the model's requirements instead of letting MLflow infer them in a subprocess per
+    worker; the list must still be what that inference writes (less resplat: it travels as code)."""
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+
+    from resplat.tracking.model_card import bundle_model_code
+
+    mlflow.set_tracking_uri(trained[0])
+    model_uri = f"models:/{MODEL}/1"
+    declared = Path(mlflow.artifacts.download_artifacts(f"{model_uri}/requirements.txt")).read_text().split()
+    mlflow.pytorch.save_model(mlflow.pytorch.load_model(model_uri, map_location="cpu"), tmp_path / "inferred",
+                              serialization_format="pickle", code_paths=[str(bundle_model_code(tmp_path / "code"))],
+                              input_example=np.zeros((1, 3, 32, 32), np.float32))
+    inferred = (tmp_path / "inferred" / "requirements.txt").read_text().split()
+    assert f"torch=={version('torch').split('+')[0]}" in declared
+    assert sorted(declared) == sorted(set(inferred) - {f"resplat=={version('resplat')}"})
+
+
 @pytest.mark.parametrize(("arguments", "message"), [
     (["models", "show", "no-such-model"], "no registered model 'no-such-model'"),
     (["models", "promote", MODEL, "7"], f"model '{MODEL}' has no version '7'; versions: 1"),

@@ -14,6 +14,10 @@ RESOLUTION_KEY = "resplat.resolution"
 
 # The modules a pickled ResNet refers to: the network classes and what they import.
 _MODEL_MODULES = ("__init__.py", "lazy.py", "models")
+# What loading one needs besides those modules: the packages MLflow's inference finds for it, less
+# resplat (its modules travel as code). Inference runs a subprocess that imports the model, seconds
+# in every worker process that logs one; tests/test_registry.py checks this list against it.
+_MODEL_PACKAGES = ("mlflow", "cloudpickle", "numpy", "pandas", "torch")
 
 
 def model_metadata(resolved_spec_text: str) -> dict:
@@ -26,6 +30,13 @@ def model_metadata(resolved_spec_text: str) -> dict:
         PIPELINE_KEY: data.get("pipeline", "cifar"),
         RESOLUTION_KEY: int(data.get("resolution", 32)),
     }
+
+
+def model_requirements() -> list[str]:
+    """The pip requirements of a logged network: `_MODEL_PACKAGES` pinned to the installed versions."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in _MODEL_PACKAGES]
 
 
 def bundle_model_code(into: Path) -> Path:

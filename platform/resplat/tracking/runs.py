@@ -62,7 +62,6 @@ class TrackedRun:
         self.run_id = run_id
         self.client = client_for(tracking_uri)
         self._epoch_model_inputs = None  # (model spec, input example, metadata), read once per process
-        self._epoch_model_requirements: list[str] | None = None  # inferred for the first epoch model
 
     @classmethod
     def create(cls, tracking_uri: str, experiment: str, *, run_name: str, params: dict[str, str],
@@ -163,22 +162,8 @@ class TrackedRun:
         model_spec, example, metadata = self._inputs_for_epoch_models()
         model = resnet(**model_spec)
         model.load_state_dict(weights)
-        uri = self._log_torch_model(model.eval(), example, metadata, name=epoch_model_name(epoch), step=epoch,
-                                    tags={EPOCH_MODEL_TAG: str(epoch)}, pip_requirements=self._epoch_model_requirements)
-        if self._epoch_model_requirements is None:
-            # MLflow infers them in a subprocess that imports the model's modules: ~90% of the cost of a
-            # log. The same network class and libraries every epoch: infer once, reuse.
-            self._epoch_model_requirements = self._requirements_of(uri)
-        return uri
-
-    def _requirements_of(self, model_uri: str) -> list[str]:
-        import mlflow.artifacts
-
-        location = self.client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location
-        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/requirements.txt",
-                                                   tracking_uri=self.tracking_uri)
-        lines = Path(path).read_text().splitlines()
-        return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        return self._log_torch_model(model.eval(), example, metadata, name=epoch_model_name(epoch), step=epoch,
+                                     tags={EPOCH_MODEL_TAG: str(epoch)})
 
     def _inputs_for_epoch_models(self):
         if self._epoch_model_inputs is None:
@@ -211,13 +196,13 @@ class TrackedRun:
             return model_metadata(yaml.safe_dump(resolved))
 
     def _log_torch_model(self, model, input_example, metadata: dict, *, name: str, step: int = 0,
-                         tags: dict[str, str] | None = None, pip_requirements: list[str] | None = None) -> str:
+                         tags: dict[str, str] | None = None) -> str:
         import tempfile
 
         import mlflow
         import mlflow.pytorch
 
-        from resplat.tracking.model_card import bundle_model_code
+        from resplat.tracking.model_card import bundle_model_code, model_requirements
 
         # run_id, not mlflow.start_run: leaving start_run's block would mark the run FINISHED mid-training.
         # Without an active run MLflow puts the LoggedModel in the current experiment, not the run's.
@@ -226,7 +211,7 @@ class TrackedRun:
             info = mlflow.pytorch.log_model(
                 model, name=name, input_example=input_example, serialization_format="pickle",
                 code_paths=[str(bundle_model_code(Path(folder)))], metadata=metadata, step=step, tags=tags,
-                run_id=self.run_id, pip_requirements=pip_requirements,
+                run_id=self.run_id, pip_requirements=model_requirements(),
             )
         return info.model_uri
 
