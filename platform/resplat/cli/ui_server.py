@@ -14,12 +14,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from resplat.errors import InputError, RunError
+from resplat.server_process import signal_session, stop_session, wait_until_serving
 from resplat.tracking.server import GRACEFUL_SHUTDOWN_S, SERVER_ENVIRONMENT
 
 STOP_GRACE_SECONDS = 15
@@ -72,12 +71,13 @@ def serve(command: list[str], *, host: str, port: int, on_ready: Callable[[str],
 
         def stop(number, _frame) -> None:
             stop_signal["number"] = number
-            _signal_group(server.pid, signal.SIGTERM)
+            signal_session(server.pid, signal.SIGTERM)
 
         previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
         try:
             url = f"http://{_connect_host(host)}:{port}"
-            if _wait_ready(server, f"{url}/health", stop_signal):
+            if wait_until_serving(server, f"{url}/health", what="the MLflow server", timeout_s=READY_TIMEOUT_SECONDS,
+                                  given_up=lambda: stop_signal["number"] is not None):
                 on_ready(url)
                 server.wait()
             if stop_signal["number"] is None and server.returncode not in (0, None):
@@ -85,7 +85,8 @@ def serve(command: list[str], *, host: str, port: int, on_ready: Callable[[str],
                 tail = " | ".join(line.strip() for line in log.read().splitlines()[-3:] if line.strip())
                 raise RunError(f"the MLflow server exited with code {server.returncode}: {tail}")
         finally:
-            _stop_group(server)
+            stop_session(server.pid, timeout_s=STOP_GRACE_SECONDS)
+            server.wait()
             for number, handler in previous.items():
                 signal.signal(number, handler)
 
@@ -98,37 +99,3 @@ def _connect_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _wait_ready(server: subprocess.Popen, health_url: str, stop_signal: dict) -> bool:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None or stop_signal["number"] is not None:
-            return False
-        try:
-            with urllib.request.urlopen(health_url, timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RunError(f"the MLflow server did not answer {health_url} within {READY_TIMEOUT_SECONDS} s")
-
-
-def _signal_group(group: int, number: int) -> bool:
-    try:
-        os.killpg(group, number)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _stop_group(server: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, wait for every member, SIGKILL what outlives the grace."""
-    group = server.pid
-    _signal_group(group, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None and not _signal_group(group, 0):
-            return
-        time.sleep(0.1)
-    _signal_group(group, signal.SIGKILL)
-    server.wait()

@@ -6,18 +6,15 @@ the installed one, so it works behind a firewall.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import yaml
 
 from resplat.cluster.head import free_port
 from resplat.errors import InputError, RunError
+from resplat.server_process import stop_session, wait_until_serving
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[3] / "dashboards" / "prometheus" / "prometheus.yml"
 READY_TIMEOUT_S = 60.0
@@ -63,50 +60,15 @@ def start_prometheus(*, state_dir: Path, sd_file: Path, port: int | None = None,
              f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RunError(f"prometheus exited with code {process.returncode}: {_tail(log)}")
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
-                if response.status == 200:
-                    return process.pid, url
-        except OSError:
-            pass
-        time.sleep(0.2)
-    stop_prometheus(process.pid)
-    raise RunError(f"prometheus did not become ready on {url} within {READY_TIMEOUT_S:.0f} s: {_tail(log)}")
+    if not wait_until_serving(process, f"{url}/-/ready", what="prometheus", timeout_s=READY_TIMEOUT_S,
+                              poll_s=0.2, see=str(log)):
+        raise RunError(f"prometheus exited with code {process.returncode}: {_tail(log)}")
+    return process.pid, url
 
 
 def stop_prometheus(pid: int, timeout: float = 20.0) -> None:
     """Stop the Prometheus started with `pid` (SIGTERM, then SIGKILL); a gone process is fine."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-
-
-def _alive(pid: int) -> bool:
-    try:
-        reaped, _ = os.waitpid(pid, os.WNOHANG)  # our child: reap it, else it stays a zombie
-        if reaped == pid:
-            return False
-    except ChildProcessError:
-        pass  # started by another process (`cluster up`, then `cluster down`)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    stop_session(pid, timeout_s=timeout)
 
 
 def _tail(log: Path, lines: int = 5) -> str:

@@ -106,9 +106,9 @@ def start_detached_server(*, backend_store_uri: str, artifacts: str, port: int, 
     cluster head); return its pid and URL once /health answers. Bad input: InputError, nothing started."""
     import os
     import subprocess
-    import time
 
     from resplat.errors import RunError
+    from resplat.server_process import wait_until_serving
 
     store = postgres_store_uri(backend_store_uri, option=option)
     check_postgres(store, option=option)
@@ -118,46 +118,16 @@ def start_detached_server(*, backend_store_uri: str, artifacts: str, port: int, 
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env={**os.environ, **SERVER_ENVIRONMENT}, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-            raise RunError(f"the MLflow server exited with code {process.returncode}; last lines of {log_path}:\n"
-                           + "\n".join(tail))
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return process.pid, url
-        except OSError:
-            pass
-        time.sleep(0.5)
-    stop_detached_server(process.pid)
-    raise RunError(f"the MLflow server did not answer {url}/health within {SERVER_READY_TIMEOUT_S:.0f} s; "
-                   f"see {log_path}")
+    if not wait_until_serving(process, f"{url}/health", what="the MLflow server", timeout_s=SERVER_READY_TIMEOUT_S,
+                              poll_s=0.5, see=str(log_path)):
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        raise RunError(f"the MLflow server exited with code {process.returncode}; last lines of {log_path}:\n"
+                       + "\n".join(tail))
+    return process.pid, url
 
 
 def stop_detached_server(pid: int, *, timeout_s: float = 30.0) -> None:
     """Stop a server `start_detached_server` started: its whole session (uvicorn workers too)."""
-    import os
-    import signal
-    import time
+    from resplat.server_process import stop_session
 
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.waitpid(pid, os.WNOHANG)  # reaped when this process started it
-        except ChildProcessError:
-            pass
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    stop_session(pid, timeout_s=timeout_s)
