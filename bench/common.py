@@ -147,15 +147,21 @@ def datasets_dir(quick: bool, scratch: Path) -> Path:
 
 def resplat_env(home: Path, data: Path) -> dict[str, str]:
     env = {**os.environ, "RESPLAT_HOME": str(home), "RESPLAT_DATA": str(data), "RESPLAT_TIMING": "1",
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", "NUMBA_CACHE_DIR": str(compile_cache(home))}
     for leaked in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):  # a local run of its own, in the bench's store
         env.pop(leaked, None)
     return env
 
 
+def compile_cache(home: Path) -> Path:
+    """FFCV's numba cache of a benchmark's runs: beside its RESPLAT_HOME, so a fresh home is cold."""
+    return home / "numba-cache"
+
+
 def load_spec(job: Path, overrides: list[str], *, home: Path, data: Path):
     """The job as `resplat submit` with RESPLAT_HOME=home and RESPLAT_DATA=data would load it."""
     os.environ["RESPLAT_HOME"], os.environ["RESPLAT_DATA"] = str(home), str(data)
+    os.environ["NUMBA_CACHE_DIR"] = str(compile_cache(home))
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # the store under `home`, as in resplat_env()
     from resplat.spec import load_job
 
@@ -163,16 +169,22 @@ def load_spec(job: Path, overrides: list[str], *, home: Path, data: Path):
 
 
 def prepare_in_process(job: Path, overrides: list[str], *, home: Path, data: Path):
-    """Convert the job's data to cached .beton files under `home` and create its MLflow store there, as
-    an earlier submit would have. Returns (spec, prepared data)."""
+    """Convert the job's data to cached .beton files under `home`, create its MLflow store there and
+    fill FFCV's compile cache, as an earlier submit would have. Returns (spec, prepared data)."""
+    import torch
     from mlflow.tracking import MlflowClient
 
     from resplat.orchestrate.submit import prepare_data
     from resplat.tracking import tracking_uri_for
+    from resplat.train.loop import create_loaders
 
     spec = load_spec(job, overrides, home=home, data=data)
     MlflowClient(tracking_uri_for(spec.tracking)).search_experiments()  # creates the SQLite store
-    return spec, prepare_data(spec.data, num_classes=spec.model.num_classes)
+    prepared = prepare_data(spec.data, num_classes=spec.model.num_classes)
+    for loader in create_loaders(prepared.data, batch_size=spec.optim.batch_size, seed=0,
+                                 device=torch.device("cpu"), channels_last=spec.scaling.channels_last):
+        next(iter(loader))
+    return spec, prepared
 
 
 # ---------------------------------------------------------------- resplat in a subprocess

@@ -77,3 +77,16 @@ def test_sweep_startup_benchmark_reduced_mode(tmp_path):
     assert figures["sweep_wall_s"] > 0 and figures["training_alone_s"] > 0
     assert figures["fixed_cost_per_trial_s"] == pytest.approx(
         (figures["sweep_wall_s"] - 2 * figures["training_alone_s"]) / 2, abs=0.2)
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_benchmark_reduced_mode(tmp_path):
+    figures = run_quick("time_to_accuracy.py", tmp_path)["figures"]
+    curve = figures["curve"]
+    assert [epoch["epoch"] for epoch in curve] == [1, 2]
+    assert 0 < curve[0]["minutes"] < curve[1]["minutes"] == figures["training_minutes"]
+    assert set(figures["minutes_to"]) == set(figures["in_quickstart_epochs"]) == {"80%", "85%", "90%"}
+    for name, minutes in figures["minutes_to"].items():  # reached at the first epoch at or above it, if any
+        reached = [epoch["minutes"] for epoch in curve if epoch["val_top1"] >= int(name[:-1]) / 100]
+        assert minutes == (reached[0] if reached else None)
+    assert figures["quickstart_train_images_per_sec"] > 0
