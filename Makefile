@@ -59,6 +59,7 @@ bench: data
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/first_step.py
 	$(BIN)/python bench/sweep_startup.py
+	$(BIN)/python bench/time_to_accuracy.py
 	$(BIN)/python bench/gpu.py
 	$(BIN)/python bench/summary.py
 

@@ -90,6 +90,23 @@ def sweep_section() -> list[str]:
           f"{f['fixed_cost_per_trial_s']:.1f} s", f"{f['overhead_on_two_minute_trials']:.0%}", f["goal"]]])]
 
 
+def time_to_accuracy_section() -> list[str]:
+    e = latest("time_to_accuracy")
+    if e is None:
+        return ["No full run recorded."]
+    f = e["figures"]
+    rows = [[name, f"{minutes:.1f} min" if minutes is not None else "not reached",
+             f"{f['in_quickstart_epochs'][name]:.1f}" if minutes is not None else "-"]
+            for name, minutes in f["minutes_to"].items()]
+    curve = ", ".join(f"{epoch['epoch']}: {epoch['val_top1']:.1%} at {epoch['minutes']:.1f} min"
+                      for epoch in f["curve"])
+    return [(f"{e['reading']}. Run: {_when(e)}; `{Path(f['job']).name}`, {f['precision']}, batch {f['batch_size']}, "
+            f"{f['epochs']} epochs; the quickstart trains at {f['quickstart_train_images_per_sec']:,.0f} img/s "
+            f"here. Goal: {f['goal']}."), "",
+            *table(["test top-1", "training time", "in quickstart epochs"], rows), "",
+            f"Per epoch (test top-1 at minutes of training): {curve}."]
+
+
 def gpu_section() -> list[str]:
     e = latest("gpu")
     if e is None:
@@ -108,6 +125,7 @@ def render() -> str:
                            ("Platform overhead (`overhead.py`)", overhead_section),
                            ("Submit to first step (`first_step.py`)", first_step_section),
                            ("Sweep start-up (`sweep_startup.py`)", sweep_section),
+                           ("Time to accuracy (`time_to_accuracy.py`)", time_to_accuracy_section),
                            ("ResNet-50 on a GPU (`gpu.py`)", gpu_section)):
         parts += [f"### {title}", "", *section(), ""]
     return "\n".join([*parts, END])
