@@ -100,9 +100,8 @@ def time_to_accuracy_section() -> list[str]:
             for name, minutes in f["minutes_to"].items()]
     curve = ", ".join(f"{epoch['epoch']}: {epoch['val_top1']:.1%} at {epoch['minutes']:.1f} min"
                       for epoch in f["curve"])
-    return [(f"{e['reading']}. Run: {_when(e)}; `{Path(f['job']).name}`, {f['precision']}, batch {f['batch_size']}, "
-            f"{f['epochs']} epochs; the quickstart trains at {f['quickstart_train_images_per_sec']:,.0f} img/s "
-            f"here. Goal: {f['goal']}."), "",
+    return [(f"{e['reading']}. Run: {_when(e)}; {f['precision']}, batch {f['batch_size']}, {f['epochs']} epochs. "
+            f"Goal: {f['goal']}."), "",
             *table(["test top-1", "training time", "in quickstart epochs"], rows), "",
             f"Per epoch (test top-1 at minutes of training): {curve}."]
 
