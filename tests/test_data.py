@@ -374,7 +374,8 @@ val, photos, out = sys.argv[1:]
 loader = build_loader(val, pipeline="cifar", train=False, batch_size=16, resolution=32, num_workers=1)
 np.save(out, torch.cat([images.clone() for images, _ in loader]).numpy())
 loader = build_loader(photos, pipeline="imagenet", train=True, batch_size=8, resolution=64, num_workers=2)
-next(iter(loader))
+for _ in loader:  # the whole epoch: exiting while FFCV's thread runs a parallel stage aborts the process
+    pass
 """
 
 
