@@ -52,7 +52,7 @@ from resplat.data import (
 )
 
 RESULTS = REPO / "bench" / "results" / "loader.md"
-GOALS = {"cifar": 10.0, "imagenet": 3.0}
+GOALS = {"cifar": 10.0, "imagenet": 5.0}  # issue 14: >= 5x at 224 px
 DEFAULT_BATCH_SIZES = {"cifar": 256, "imagenet": 128}
 
 
