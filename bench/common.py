@@ -183,7 +183,9 @@ def prepare_in_process(job: Path, overrides: list[str], *, home: Path, data: Pat
     prepared = prepare_data(spec.data, num_classes=spec.model.num_classes)
     for loader in create_loaders(prepared.data, batch_size=spec.optim.batch_size, seed=0,
                                  device=torch.device("cpu"), channels_last=spec.scaling.channels_last):
-        next(iter(loader))
+        batches = iter(loader)
+        next(batches)
+        batches.close()  # stop FFCV's thread: one left inside a parallel stage can abort the process at exit
     return spec, prepared
 
 

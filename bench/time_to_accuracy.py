@@ -25,7 +25,6 @@ import common
 FAST_JOB = common.REPO / "jobs" / "cifar10-fast.yaml"
 THRESHOLDS = (0.80, 0.85, 0.90)
 GOAL_MINUTES = 30.0
-CIFAR10_TRAIN_IMAGES = 50_000
 NAME = "time_to_accuracy"
 
 
@@ -67,8 +66,8 @@ def main() -> None:
     parser.add_argument("--reference-steps", type=int, help="quickstart steps timed for the reference (default 100)")
     args = parser.parse_args()
 
-    quick = ["schedule.epochs=2", "optim.batch_size=32"] if args.quick else []
-    overrides = ["tracking.experiment=resplat-bench", *quick]
+    quick_batch = ["optim.batch_size=32"] if args.quick else []
+    overrides = ["tracking.experiment=resplat-bench", *(["schedule.epochs=2"] if args.quick else []), *quick_batch]
     load = common.LoadMeter()
     with tempfile.TemporaryDirectory(prefix="resplat-bench-accuracy-") as scratch:
         scratch = Path(scratch)
@@ -78,7 +77,7 @@ def main() -> None:
         run = common.run_resplat(["submit", str(args.job), *common.set_options(overrides)],
                                  env=common.resplat_env(home, data), timeout=3 * 3600).check()
         curve = epoch_curve(run)
-        reference = quickstart_images_per_sec(args.reference_steps or (3 if args.quick else 100), quick,
+        reference = quickstart_images_per_sec(args.reference_steps or (3 if args.quick else 100), quick_batch,
                                               home=home, data=data)
 
     train_images = prepared.train.num_images
@@ -95,7 +94,7 @@ def main() -> None:
         "in_quickstart_epochs": {name: (round(minutes * 60 * reference / train_images, 1)
                                         if minutes is not None else None) for name, minutes in to_reach.items()},
         "goal": f"90% within {GOAL_MINUTES:.0f} minutes of training "
-                f"({GOAL_MINUTES * 60 * reference / CIFAR10_TRAIN_IMAGES:.1f} quickstart epochs here)",
+                f"({GOAL_MINUTES * 60 * reference / train_images:.1f} quickstart epochs here)",
         "curve": curve,
         "quick": args.quick,
     }

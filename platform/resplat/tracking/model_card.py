@@ -3,6 +3,7 @@ and the few resplat modules its pickled network class needs, so it loads without
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -32,11 +33,16 @@ def model_metadata(resolved_spec_text: str) -> dict:
     }
 
 
-def model_requirements() -> list[str]:
-    """The pip requirements of a logged network: `_MODEL_PACKAGES` pinned to the installed versions."""
+@functools.cache
+def _pinned_model_packages() -> tuple[str, ...]:
     from importlib.metadata import version
 
-    return [f"{name}=={version(name).split('+')[0]}" for name in _MODEL_PACKAGES]
+    return tuple(f"{name}=={version(name).split('+')[0]}" for name in _MODEL_PACKAGES)
+
+
+def model_requirements() -> list[str]:
+    """The pip requirements of a logged network: `_MODEL_PACKAGES` pinned to the installed versions."""
+    return list(_pinned_model_packages())  # looked up once per process; a fresh list for each caller
 
 
 def bundle_model_code(into: Path) -> Path:
