@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ray_nodes import connect
 
 from resplat.spec import JobSpec
 
@@ -32,7 +33,7 @@ def three_node_cluster():
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes = [cluster.add_node(num_cpus=2) for _ in range(2)]
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
+    connect(cluster)
     yield cluster, nodes
     ray.shutdown()
     cluster.shutdown()

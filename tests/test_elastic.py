@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from ray_nodes import connect
 
 from resplat.spec import JobSpec
 from resplat.train import PrintReporter, train
@@ -96,7 +97,7 @@ def one_worker_node(tmp_path_factory):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
+    connect(cluster)
     yield cluster
     ray.shutdown()
     cluster.shutdown()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ray_nodes import training_node_id
+from ray_nodes import connect, training_node_id
 
 from resplat.spec import JobSpec
 
@@ -35,7 +35,7 @@ def two_worker_nodes(tmp_path_factory):
         "num_cpus": 0, "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 5}})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
+    connect(cluster)
     yield cluster, nodes
     ray.shutdown()
     cluster.shutdown()

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from ray_nodes import training_node_id
+from ray_nodes import connect, training_node_id
 
 from resplat.spec import JobSpec
 
@@ -60,7 +60,7 @@ def two_nodes(s3_uri):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes = {name: cluster.add_node(num_cpus=1, resources={name: 1}) for name in ("node_a", "node_b")}
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
+    connect(cluster)
     yield cluster, nodes
     ray.shutdown()
     cluster.shutdown()

@@ -28,6 +28,7 @@ from resplat.errors import InputError, RunError
 
 DEFAULT_DASHBOARD_PORT = 8265
 START_TIMEOUT_S = 120.0
+PORT_ATTEMPTS = 3
 STOP_TIMEOUT_S = 30.0
 # The driver of a stopped job gets this long to end its MLflow run before Ray kills it.
 JOB_STOP_GRACE_S = "30"
@@ -133,9 +134,25 @@ def start(*, autoscaling_config: Path | None = None, dashboard_port: int | None 
     existing = recorded()
     if existing is not None and is_alive(existing):
         return existing, False
-    port = free_port(dashboard_port or DEFAULT_DASHBOARD_PORT)
-    if dashboard_port and port != dashboard_port:
+    if dashboard_port and free_port(dashboard_port) != dashboard_port:
         raise InputError(f"--dashboard-port {dashboard_port}: the port is taken; choose another")
+    # A port found free can be taken before `ray start` binds it (another Ray starting beside this
+    # one); then Ray leaves this head without a dashboard and the port answers for the other.
+    for attempt in range(PORT_ATTEMPTS):
+        port = dashboard_port or free_port(DEFAULT_DASHBOARD_PORT if attempt == 0 else None)
+        head, process = _launch(port, autoscaling_config=autoscaling_config, tracking_uri=tracking_uri)
+        if _wait_until_ready(head, process):
+            return head, True
+        stop(head)
+        if dashboard_port:
+            raise InputError(f"--dashboard-port {dashboard_port}: another server took the port while the head "
+                             "started; choose another")
+    raise RunError(f"the Ray head found no dashboard port of its own in {PORT_ATTEMPTS} tries")
+
+
+def _launch(port: int, *, autoscaling_config: Path | None,
+            tracking_uri: str | None) -> tuple[RecordedHead, subprocess.Popen]:
+    """`ray start --head --block` with its dashboard on `port`, recorded as this home's head."""
     home = paths.home()
     home.mkdir(parents=True, exist_ok=True)
     logs = paths.logs_dir()
@@ -153,6 +170,7 @@ def start(*, autoscaling_config: Path | None = None, dashboard_port: int | None 
         f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
     ]
+    node_ip = _node_ip()
     env = {
         **os.environ,
         "RESPLAT_HOME": str(home),
@@ -160,18 +178,18 @@ def start(*, autoscaling_config: Path | None = None, dashboard_port: int | None 
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
         "RAY_JOB_STOP_WAIT_TIME_S": JOB_STOP_GRACE_S,
         "RAY_TRAIN_V2_ENABLED": "1",
+        # Every process of the head, and the jobs it runs, asks this cluster, never another Ray on
+        # the machine (see orchestrate.runtime.point_ray_address_at_this_cluster).
+        "RAY_ADDRESS": f"{node_ip}:{gcs_port}",
     }
-    env.pop("RAY_ADDRESS", None)
     if tracking_uri is not None:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
-    node_ip = _node_ip()
     if autoscaling_config is not None:
         effective = _with_gcs_address(autoscaling_config, Path(temp_dir), f"{node_ip}:{gcs_port}")
         command.append(f"--autoscaling-config={effective}")
         command.append("--num-cpus=0")  # the head only schedules; the autoscaler adds the workers
         env["RAY_FAKE_CLUSTER"] = "1"
-    log_path = logs / "ray-head.log"
-    with open(log_path, "ab") as log:
+    with open(_log_path(), "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=home)
     head = RecordedHead(url=f"http://127.0.0.1:{port}", gcs_address=f"{node_ip}:{gcs_port}", pid=process.pid,
@@ -179,18 +197,43 @@ def start(*, autoscaling_config: Path | None = None, dashboard_port: int | None 
                         autoscaling_config=str(autoscaling_config.absolute()) if autoscaling_config else None,
                         tracking_uri=tracking_uri)
     _record(head)
+    return head, process
+
+
+def _log_path() -> Path:
+    return paths.logs_dir() / "ray-head.log"
+
+
+def _wait_until_ready(head: RecordedHead, process: subprocess.Popen) -> bool:
+    """True once the head serves its Jobs API; False when its port answers for another Ray."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             _record(None)
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-            raise RunError(f"ray start exited with code {process.returncode}; last lines of {log_path}:\n"
+            tail = _log_path().read_text(errors="replace").strip().splitlines()[-5:]
+            raise RunError(f"ray start exited with code {process.returncode}; last lines of {_log_path()}:\n"
                            + "\n".join(tail))
-        if _answers(head.url, timeout=1.0) and _ready(head):
-            return head, True
+        if _answers(head.url, timeout=1.0):
+            session = _session_name(head)
+            if session is not None and not (Path(head.temp_dir) / session).is_dir():
+                return False
+            if session is not None and _ready(head):
+                return True
         time.sleep(0.5)
     stop(head)
-    raise RunError(f"the Ray head did not answer within {START_TIMEOUT_S:.0f} s; see {log_path}")
+    raise RunError(f"the Ray head did not answer within {START_TIMEOUT_S:.0f} s; see {_log_path()}")
+
+
+def _session_name(head: RecordedHead) -> str | None:
+    """The Ray session behind the head's URL (each lives in a folder of its Ray's temp dir)."""
+    from resplat.cluster.address import auth_headers
+
+    try:
+        request = urllib.request.Request(head.url + "/api/version", headers=auth_headers())
+        with urllib.request.urlopen(request, timeout=2.0) as response:
+            return json.loads(response.read()).get("session_name")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
 
 
 def _ready(head: RecordedHead) -> bool:

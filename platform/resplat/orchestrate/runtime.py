@@ -63,6 +63,24 @@ def _quiet_ray_logging(verbose: bool) -> None:
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
 
 
+def point_ray_address_at_this_cluster() -> None:
+    """Run in every worker process of a Ray that resplat starts (worker_process_setup_hook).
+
+    Ray's state API finds its cluster by RAY_ADDRESS, else by looking for Ray processes on the
+    machine. With a second Ray on the machine (another job, a `resplat cluster up` head) that
+    fails or answers for the wrong cluster, and Ray Train's placement-group cleaner, which asks
+    whether its controller is alive, either never frees a stopped run's CPUs (the next sweep trial
+    waits forever) or frees a live run's."""
+    import ray
+
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+
+
+def job_runtime_env() -> dict:
+    """The runtime environment of the jobs resplat runs on a Ray it starts itself."""
+    return {"worker_process_setup_hook": f"{__name__}.{point_ray_address_at_this_cluster.__name__}"}
+
+
 def start_ray(*, address: str | None, verbose: bool = False) -> None:
     """With no address, start a Ray of our own on this machine (never a cluster some earlier
     `ray start` left behind); "auto" joins the cluster this process runs in (a Ray job's driver)."""
@@ -78,6 +96,7 @@ def start_ray(*, address: str | None, verbose: bool = False) -> None:
     try:
         ray.init(
             address=target,
+            runtime_env=job_runtime_env() if target == "local" else None,
             log_to_driver=verbose,
             logging_level=logging.INFO if verbose else logging.WARNING,
             configure_logging=verbose,
