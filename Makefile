@@ -46,12 +46,17 @@ data: setup
 run: data
 	$(BIN)/resplat submit $(JOB)
 
+# Tests run two at a time: much of a test's time is serial process start-ups that leave a core
+# idle. Each module stays on one worker, its fixtures set up once. TEST_WORKERS=0: one at a time.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+
 test: setup test-deps
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The inner loop: every test that starts no Ray and trains nothing (a minute or two).
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The benchmark suite (tens of minutes on a 2-core CPU); each appends its record under bench/results/.
 bench: data

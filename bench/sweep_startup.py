@@ -12,7 +12,7 @@ under 10% overhead on two-minute trials.
 
     .venv/bin/python bench/sweep_startup.py              # N=4, one CIFAR-10 epoch per trial
     .venv/bin/python bench/sweep_startup.py --trials 4 --trial-steps 60
-    .venv/bin/python bench/sweep_startup.py --quick --results-dir /tmp/r   # N=2, 3 steps on 400 images
+    .venv/bin/python bench/sweep_startup.py --quick --results-dir /tmp/r   # N=1, 3 steps on 400 images
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_options(parser)
     parser.add_argument("--job", type=Path, default=common.QUICKSTART_JOB)
-    parser.add_argument("--trials", type=int, help="N (default 4; quick: 2)")
+    parser.add_argument("--trials", type=int, help="N (default 4; quick: 1)")
     parser.add_argument("--epochs", type=int, default=1, help="epochs per trial")
     parser.add_argument("--trial-steps", type=int, help="cap on steps per trial (schedule.max_steps; quick: 3)")
     parser.add_argument("--alone", type=Path, help=argparse.SUPPRESS)  # internal: the training-alone process
@@ -76,7 +76,7 @@ def main() -> None:
     if args.alone:
         train_alone(args.alone)
         return
-    trials = args.trials or (2 if args.quick else 4)
+    trials = args.trials or (1 if args.quick else 4)
     steps = args.trial_steps or (3 if args.quick else None)
 
     load = common.LoadMeter()

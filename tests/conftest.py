@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 _TRACKING_URI_AT_START = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def pytest_configure(config) -> None:
+    """Once, before any test (and before pytest-xdist starts its workers): the Ray token exists, so
+    two Rays started side by side on a fresh machine do not each write a different one."""
+    if hasattr(config, "workerinput"):
+        return
+    if not (Path.home() / ".ray" / "auth_token").exists():
+        ray = Path(sys.executable).parent / "ray"
+        subprocess.run([str(ray), "get-auth-token", "--generate"], capture_output=True, check=True)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Modules with slow tests first, each kept whole (its module fixtures are set up once): with
+    two workers (make test), the long ones then run beside the short ones instead of alone at the end."""
+    slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module not in slow_modules)
 
 
 @pytest.fixture(autouse=True)
