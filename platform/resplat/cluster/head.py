@@ -213,11 +213,11 @@ def _wait_until_ready(head: RecordedHead, process: subprocess.Popen) -> bool:
             tail = _log_path().read_text(errors="replace").strip().splitlines()[-5:]
             raise RunError(f"ray start exited with code {process.returncode}; last lines of {_log_path()}:\n"
                            + "\n".join(tail))
-        if _answers(head.url, timeout=1.0):
-            session = _session_name(head)
-            if session is not None and not (Path(head.temp_dir) / session).is_dir():
+        session = _session_name(head)
+        if session is not None:
+            if not (Path(head.temp_dir) / session).is_dir():
                 return False
-            if session is not None and _ready(head):
+            if _ready(head):
                 return True
         time.sleep(0.5)
     stop(head)
@@ -226,28 +226,31 @@ def _wait_until_ready(head: RecordedHead, process: subprocess.Popen) -> bool:
 
 def _session_name(head: RecordedHead) -> str | None:
     """The Ray session behind the head's URL (each lives in a folder of its Ray's temp dir)."""
-    from resplat.cluster.address import auth_headers
-
+    answer = _get(head, "/api/version")
     try:
-        request = urllib.request.Request(head.url + "/api/version", headers=auth_headers())
-        with urllib.request.urlopen(request, timeout=2.0) as response:
-            return json.loads(response.read()).get("session_name")
-    except (urllib.error.URLError, OSError, ValueError):
+        return json.loads(answer).get("session_name") if answer is not None else None
+    except ValueError:
         return None
 
 
 def _ready(head: RecordedHead) -> bool:
     """The Jobs API answers and the state API lists this head as an alive node."""
+    if _get(head, "/api/jobs/") is None:
+        return False
+    nodes = _get(head, "/api/v0/nodes?detail=false")
+    return nodes is not None and b'"ALIVE"' in nodes
+
+
+def _get(head: RecordedHead, path: str) -> bytes | None:
+    """The head's answer to GET `path`, or None when it does not answer with one."""
     from resplat.cluster.address import auth_headers
 
     try:
-        for path in ("/api/jobs/", "/api/v0/nodes?detail=false"):
-            request = urllib.request.Request(head.url + path, headers=auth_headers())
-            with urllib.request.urlopen(request, timeout=2.0) as response:
-                answer = response.read()
+        request = urllib.request.Request(head.url + path, headers=auth_headers())
+        with urllib.request.urlopen(request, timeout=2.0) as response:
+            return response.read()
     except (urllib.error.URLError, OSError):
-        return False
-    return b'"ALIVE"' in answer
+        return None
 
 
 def add_process(head: RecordedHead, name: str, pid: int) -> None:
