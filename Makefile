@@ -69,4 +69,4 @@ bench: data
 	$(BIN)/python bench/summary.py
 
 clean:
-	rm -rf .resplat/ray_results .resplat/betons .pytest_cache
+	rm -rf .resplat/ray_results .resplat/tune .resplat/betons .pytest_cache

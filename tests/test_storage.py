@@ -111,3 +111,37 @@ def test_a_job_on_object_storage_survives_losing_its_node(two_nodes, s3_uri, cif
     assert not list(local_results.rglob("state.pt"))  # checkpoints live only in the object store
     cached = Path(os.environ["RESPLAT_NODE_CACHE"]) / f"{prepared.train.sha256}.beton"
     assert cached.exists() and cached.stat().st_size == prepared.train.path.stat().st_size
+
+
+def test_a_sweep_on_object_storage_keeps_its_state_and_checkpoints_there(two_nodes, s3_uri, cifar_subset, tmp_path):
+    """One-worker trials train in their Tune trial processes, one on each raylet: their checkpoints
+    and the sweep's Tune state go to the object store, the data comes from it, and the best trial's
+    model is registered from its checkpoint read back from S3."""
+    import pyarrow.fs
+    import yaml
+    from ray.tune import Tuner
+
+    from resplat.orchestrate.tune import run_sweep
+    from resplat.sweep import load_space
+
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "name": "sweep-on-s3", "model": {"family": "cifar", "depth": 8},
+        "data": {"train": str(cifar_subset / "train"), "val": str(cifar_subset / "test"), "loader_workers": 1},
+        "optim": {"lr": 0.05, "batch_size": 50}, "schedule": {"kind": "cosine", "epochs": 1},
+        "scaling": {"num_workers": 1, "cpus_per_worker": 1}, "checkpoint": {"keep": 1},
+        "storage": {"uri": s3_uri}, "tracking": {"experiment": "sweep-on-s3"},
+    }))
+    space = tmp_path / "space.yaml"
+    space.write_text(f"name: s3-sweep\nbase_job: {job}\nparams:\n  optim.lr: {{grid: [0.05, 0.1]}}\n"
+                     "scheduler: {kind: fifo}\nmax_concurrent: 2\n")
+
+    result = run_sweep(load_space(space), address="auto")
+    assert {t.status for t in result.trials} == {"finished"} and str(result.registered_version) == "1"
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(s3_uri)
+    stored = [info.path for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))]
+    assert len([p for p in stored if p.startswith(f"{root}/tune/s3-sweep/") and p.endswith("state.pt")]) == 2
+    assert any(p.startswith(f"{root}/betons/") and p.endswith(".beton") for p in stored)
+    assert Tuner.can_restore(f"{s3_uri.partition('?')[0]}/tune/s3-sweep?{s3_uri.partition('?')[2]}")
+    assert not (Path(os.environ["RESPLAT_HOME"]) / "tune").exists()

@@ -128,6 +128,10 @@ def test_sweep_of_shortcuts_tracks_four_nested_runs_and_a_champion(shortcut_swee
     assert sorted(c.data.params["model.shortcut"] for c in children) == ["A", "B", "C", "none"]
     assert {c.data.tags["resplat.trial.status"] for c in children} == {"finished"}
     assert all(c.info.status == "FINISHED" for c in children)
+    # One worker each: trained in the Tune trial process, checkpointed in the sweep's Tune folder.
+    assert all([m.value for m in client.get_metric_history(c.info.run_id, "world_size")] == [1] for c in children)
+    assert len(list((home / "tune" / "tiny-shortcuts").rglob("state.pt"))) == 4
+    assert not (home / "ray_results").exists()
     best = parent.data.tags["resplat.sweep.best_trial"]
     best_run = next(c for c in children if c.data.tags["resplat.trial"] == best)
     assert best_run.data.metrics["val_top1"] == max(c.data.metrics["val_top1"] for c in children)
@@ -150,7 +154,9 @@ def test_the_report_renders_the_sweep(shortcut_sweep, tmp_path):
 
 
 def test_a_worse_sweep_does_not_take_the_champion(shortcut_sweep):
-    """The champion moves only when the new best beats it: a sweep that cannot learn keeps it."""
+    """The champion moves only when the new best beats it: a sweep that cannot learn keeps it.
+    Its trial has two workers, so it fits a TorchTrainer of its own (the one-worker trials above
+    train in their Tune trial process)."""
     result, home, tmp = shortcut_sweep
     assert result.returncode == 0, result.stderr[-3000:]
     client = client_for(home)
@@ -161,10 +167,12 @@ base_job: {tmp / 'tiny.yaml'}
 params:
   optim.lr: {{grid: [1.0e-9]}}
 scheduler: {{kind: fifo}}
-overrides: [model.shortcut=none]
+overrides: [model.shortcut=none, scaling.num_workers=2]
 """, "frozen.yaml")
     second = run_cli(["tune", "--space", str(space)], home)
     assert second.returncode == 0, second.stderr[-3000:]
+    _, _, (trial,) = sweep_runs(home, "tiny-frozen")
+    assert [m.value for m in client.get_metric_history(trial.info.run_id, "world_size")] == [2]
     versions = client.search_model_versions("name='tune-model'")
     assert len(versions) == 2
     after = client.get_model_version_by_alias("tune-model", "champion").version

@@ -54,10 +54,6 @@ def beton_cache_dir() -> Path:
     return home() / "betons"
 
 
-def ray_results_dir() -> Path:
-    return home() / "ray_results"
-
-
 def logs_dir() -> Path:
     return home() / "logs"
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from resplat import paths
 
 RAY_RESULTS = "ray_results"
+TUNE_RESULTS = "tune"
 BETONS = "betons"
 OBJECT_STORES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs")
 
@@ -33,11 +34,29 @@ def join(uri: str, *parts: str) -> str:
     return f"{joined}?{query}" if query else joined
 
 
+def _under(uri: str | None, folder: str) -> str:
+    if not uri:
+        return str(paths.home() / folder)
+    return join(uri, folder) if is_object_store(uri) else str(Path(uri).expanduser().absolute() / folder)
+
+
 def ray_storage_path(uri: str | None) -> str:
     """Ray Train's `storage_path` for a job whose storage is `uri`."""
-    if not uri:
-        return str(paths.ray_results_dir())
-    return join(uri, RAY_RESULTS) if is_object_store(uri) else str(Path(uri).expanduser().absolute() / RAY_RESULTS)
+    return _under(uri, RAY_RESULTS)
+
+
+def tune_storage_path(uri: str | None) -> str:
+    """Ray Tune's `storage_path` for a sweep whose base job's storage is `uri`."""
+    return _under(uri, TUNE_RESULTS)
+
+
+def remove_tree(uri: str) -> None:
+    """Delete a folder, local or in object storage, with everything in it; nothing when it is absent."""
+    import pyarrow.fs
+
+    fs, path = _filesystem(uri) if is_object_store(uri) else (pyarrow.fs.LocalFileSystem(), uri)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        fs.delete_dir(path)
 
 
 def _filesystem(uri: str):

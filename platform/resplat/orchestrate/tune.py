@@ -1,8 +1,10 @@
 """`resplat tune`: a Ray Tune sweep whose trials are resplat jobs, tracked as nested MLflow runs.
 
 The sweep is one MLflow parent run (tags `resplat.kind=sweep`, `resplat.sweep`, metric, mode);
-each trial is a child run (tag `mlflow.parentRunId`) that trains through `run_training` with
-Tune's report callback, so a scheduler (ASHA) sees every epoch and can stop weak trials.
+each trial is a child run (tag `mlflow.parentRunId`) that reports every epoch to Tune, so a
+scheduler (ASHA) can stop weak trials. A one-worker trial trains in Tune's trial process itself
+(`train_in_trial`); a trial of several workers fits its own TorchTrainer (`run_training` with
+Tune's report callback), the Ray Train V2 way.
 At the end the best finished trial's model is logged, registered, and made `champion` when
 it beats the current champion.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -22,10 +23,10 @@ from typing import Any
 
 from ray.tune import Callback
 
-from resplat import paths
 from resplat.errors import InputError, Interrupted, RunError
 from resplat.orchestrate.metrics import TRIAL_STATES, SweepMetrics
 from resplat.spec import flatten, to_yaml
+from resplat.storage import join, remove_tree, tune_storage_path
 from resplat.sweep import LoadedSweep, validate_trial
 from resplat.tracking import TrackedRun, tracking_uri_for
 from resplat.tracking.names import (
@@ -72,7 +73,7 @@ class TrialOutcome:
     status: str  # finished, stopped_early, failed
     epochs: int
     metric: float | None
-    checkpoint_path: str | None = None
+    checkpoint: object | None = None  # the trial's latest checkpoint (Ray Train's or Tune's)
     error: str | None = None
 
 
@@ -98,31 +99,55 @@ SweepUpdate = Callable[[list[TrialView]], None]
 GAUGE_STATE = {"stopped early": "stopped", "failed": "errored"}
 
 
-def tune_dir(sweep_name: str) -> Path:
-    return paths.home() / "tune" / sweep_name
+def tune_dir(sweep_name: str, storage_uri: str | None = None) -> str:
+    """Where Tune keeps the sweep's state and its in-place trials' checkpoints: beside the base job's
+    Ray Train results (`storage.uri`, default RESPLAT_HOME), so every node of a cluster reaches them."""
+    return join(tune_storage_path(storage_uri), sweep_name)
+
+
+def trains_in_place(spec) -> bool:
+    """A trial of one worker trains in its Tune trial process; more workers need a worker group."""
+    return spec.scaling.max_workers == 1
+
+
+def trial_resources(spec) -> dict[str, float]:
+    """The bundle a trial's own process reserves."""
+    if trains_in_place(spec):
+        return {"CPU": spec.scaling.cpus_per_worker, **({"GPU": 1} if spec.scaling.use_gpu else {})}
+    # The trial only drives a TorchTrainer whose workers reserve the CPUs.
+    return {"CPU": 0, "memory": 1}  # a non-empty bundle Tune accepts; the bytes are nominal
 
 
 # ---------------------------------------------------------------- the trainable (runs in a trial actor)
 
 
-def make_trainable(base_raw: dict, *, sweep_name: str, tracking_uri: str, experiment: str, parent_run_id: str):
-    """The function Tune runs per trial: apply the sampled values, train, track as a child run."""
+def make_trainable(base_raw: dict, *, sweep_name: str, tracking_uri: str, experiment: str, parent_run_id: str,
+                   data_sources: dict[str, tuple[str, str]] | None = None):
+    """The function Tune runs per trial: apply the sampled values, train, track as a child run.
+    `data_sources`: the .beton files in object storage, which a trial copies to its node."""
 
     def trial(config: dict) -> None:
         from ray import tune
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        from resplat.orchestrate.trainer import run_training
 
         trial_id = tune.get_context().get_trial_id()
         spec = validate_trial(base_raw, config, f"trial {trial_id}")
         child = _child_run(tracking_uri, experiment, parent_run_id, trial_id, spec)
         # A failure (or a stop by the scheduler, which can surface here as one) leaves the run to the
         # driver: it settles every child from Tune's view of the trial once the sweep ends.
-        outcome = run_training(spec, run=child, run_name=f"{sweep_name}-{parent_run_id[:8]}-{trial_id}",
-                               callbacks=[TuneReportCallback()], trial_id=trial_id)
-        # A trial the scheduler stops may also end here normally, after its last report.
-        finished = bool(outcome.metrics.get("final"))
+        if trains_in_place(spec):
+            from resplat.orchestrate.worker import on_this_node, train_in_trial
+
+            train_in_trial(on_this_node(spec, data_sources) if data_sources else spec, run=child, trial_id=trial_id)
+            finished = True  # a trial the scheduler stops never returns from its last report
+        else:
+            from ray.tune.integration.ray_train import TuneReportCallback
+
+            from resplat.orchestrate.trainer import run_training
+
+            outcome = run_training(spec, run=child, run_name=f"{sweep_name}-{parent_run_id[:8]}-{trial_id}",
+                                   callbacks=[TuneReportCallback()], trial_id=trial_id, data_sources=data_sources)
+            # A trial the scheduler stops may also end here normally, after its last report.
+            finished = bool(outcome.metrics.get("final"))
         child.set_tags({TRIAL_STATUS_TAG: "finished" if finished else "stopped_early"})
         child.end("FINISHED" if finished else "KILLED")
 
@@ -210,12 +235,12 @@ def run_sweep(
 ) -> SweepResult:
     """Run (or with `resume`, continue) the sweep to the end; rank the trials; promote the best."""
     from resplat.orchestrate.runtime import start_ray
-    from resplat.orchestrate.submit import check_runnable, prepare_data
+    from resplat.orchestrate.submit import check_runnable, prepare_data, publish_data
 
     started = time.perf_counter()
     space, base = sweep.space, sweep.base_spec
     uri = tracking_uri_for(base.tracking)
-    storage = tune_dir(space.name)
+    storage = tune_dir(space.name, base.storage.uri)
     if resume:
         parent = _reopen_parent(uri, resume, space.name, storage)
     check_runnable(base, address=address)
@@ -225,12 +250,13 @@ def run_sweep(
     sweep = LoadedSweep(space, sweep.source, sweep.text, base.model_copy(update={"data": prepared.data}), base_raw)
     if not resume:
         parent = _create_parent(uri, sweep)
-        shutil.rmtree(storage, ignore_errors=True)  # a new sweep of this name replaces the old resumable state
+        remove_tree(storage)  # a new sweep of this name replaces the old resumable state
     if on_parent is not None:
         on_parent(parent.run_id)
     try:
         start_ray(address=address, verbose=verbose)
-        results, interrupted = _fit(sweep, parent, uri, storage, resumed=bool(resume), on_update=on_update)
+        results, interrupted = _fit(sweep, parent, uri, storage, resumed=bool(resume), on_update=on_update,
+                                    data_sources=publish_data(sweep.base_spec))
         if interrupted:
             _mark_unfinished_children(parent)
             raise Interrupted(f"sweep {space.name} stopped; finished trials are kept. "
@@ -260,7 +286,7 @@ def _create_parent(uri: str, sweep: LoadedSweep) -> TrackedRun:
     )
 
 
-def _reopen_parent(uri: str, sweep_ref: str, sweep_name: str, storage: Path) -> TrackedRun:
+def _reopen_parent(uri: str, sweep_ref: str, sweep_name: str, storage: str) -> TrackedRun:
     """The unfinished sweep `--resume` names (its name or parent run id), checked before anything starts."""
     from ray.tune import Tuner
 
@@ -272,25 +298,27 @@ def _reopen_parent(uri: str, sweep_ref: str, sweep_name: str, storage: Path) -> 
                          f"but --space is sweep {sweep_name!r}")
     if found.info.status == "FINISHED":
         raise InputError(f"--resume {sweep_ref}: that sweep already finished; run it again without --resume")
-    if not Tuner.can_restore(str(storage)):
+    if not Tuner.can_restore(storage):
         raise InputError(f"--resume {sweep_ref}: no resumable Tune state in {storage}")
     parent = TrackedRun(uri, found.info.run_id)
     parent.reopen()
     return parent
 
 
-def _fit(sweep: LoadedSweep, parent: TrackedRun, uri: str, storage: Path, *, resumed: bool, on_update):
+def _fit(sweep: LoadedSweep, parent: TrackedRun, uri: str, storage: str, *, resumed: bool, on_update,
+         data_sources: dict[str, tuple[str, str]] | None):
     from ray import tune
 
+    base = sweep.base_spec
     trainable = tune.with_resources(
         make_trainable(sweep.base_raw, sweep_name=sweep.space.name, tracking_uri=uri,
-                       experiment=sweep.base_spec.tracking.experiment, parent_run_id=parent.run_id),
-        # The trial only drives a TorchTrainer whose workers reserve the CPUs.
-        {"cpu": 0, "memory": 1},  # a non-empty bundle Tune accepts; the bytes are nominal
+                       experiment=base.tracking.experiment, parent_run_id=parent.run_id, data_sources=data_sources),
+        lambda config: tune.PlacementGroupFactory(
+            [trial_resources(validate_trial(sweep.base_raw, config, "a trial's resources"))]),
     )
     callbacks = [TrialProgress(sweep.space.metric, on_update, sweep.space.name)]
     if resumed:
-        tuner = tune.Tuner.restore(str(storage), trainable=trainable, resume_unfinished=True,
+        tuner = tune.Tuner.restore(storage, trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
         # The run config (callbacks included) is restored from storage; attach this process's display.
         tuner._local_tuner._run_config.callbacks = callbacks
@@ -301,9 +329,23 @@ def _fit(sweep: LoadedSweep, parent: TrackedRun, uri: str, storage: Path, *, res
             tune_config=tune.TuneConfig(
                 metric=sweep.space.metric, mode=sweep.space.mode, num_samples=sweep.space.samples,
                 max_concurrent_trials=sweep.space.max_concurrent, scheduler=_scheduler(sweep),
+                # An in-place trial's process goes on to the next trial: its imports (torch, FFCV,
+                # MLflow) and compiled loader stages are paid once per process, not once per trial.
+                reuse_actors=trains_in_place(base),
             ),
-            run_config=tune.RunConfig(name=sweep.space.name, storage_path=str(storage.parent),
-                                      callbacks=callbacks, verbose=0),
+            run_config=tune.RunConfig(
+                name=sweep.space.name, storage_path=tune_storage_path(base.storage.uri), callbacks=callbacks,
+                verbose=0,
+                # What in-place trials keep and how often Tune restarts one; a TorchTrainer trial
+                # applies the job's own settings to its worker group instead.
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=base.checkpoint.keep,
+                    checkpoint_score_attribute="val_top1" if base.checkpoint.keep_by == "best" else None,
+                    checkpoint_score_order="max",
+                ),
+                failure_config=tune.FailureConfig(
+                    max_failures=base.failure.max_failures if trains_in_place(base) else 0),
+            ),
         )
     return _fit_noticing_ctrl_c(tuner)
 
@@ -358,9 +400,21 @@ def _outcome(sweep: LoadedSweep, result, children: dict) -> TrialOutcome:
     return TrialOutcome(
         trial_id=trial_id, run_id=child.info.run_id if child else None, params=dict(result.config),
         status=status, epochs=int(metrics.get("epoch", 0)), metric=metrics.get(sweep.space.metric),
-        checkpoint_path=metrics.get("checkpoint_path"),
+        checkpoint=_checkpoint(result),
         error=None if result.error is None else str(result.error).strip().splitlines()[-1:][0][:300],
     )
+
+
+def _checkpoint(result):
+    """An in-place trial's checkpoints are Tune's; a TorchTrainer trial's reach Tune as a path."""
+    if result.checkpoint is not None:
+        return result.checkpoint
+    path = (result.metrics or {}).get("checkpoint_path")
+    if path is None:
+        return None
+    from ray.train import Checkpoint
+
+    return Checkpoint(path)
 
 
 def _settle_child(tracking_uri: str, outcome: TrialOutcome, child) -> None:
@@ -424,14 +478,12 @@ def _record_results(parent: TrackedRun, result: SweepResult) -> None:
 
 def _promote_best(sweep: LoadedSweep, result: SweepResult, parent: TrackedRun) -> None:
     """Log and register the best finished trial's model; move `champion` to it if it is better."""
-    best = next((t for t in result.trials if t.status == "finished" and t.checkpoint_path and t.run_id), None)
+    best = next((t for t in result.trials if t.status == "finished" and t.checkpoint and t.run_id), None)
     if best is None:
         if not any(t.status == "finished" for t in result.trials):
             raise RunError(f"sweep {result.name}: no trial finished "
                            f"({', '.join(f'{t.trial_id}: {t.error or t.status}' for t in result.trials)})")
         return
-    from ray.train import Checkpoint
-
     from resplat.orchestrate.submit import final_model, input_example
     from resplat.orchestrate.worker import load_state
     from resplat.tracking.registry import maybe_move_champion
@@ -439,7 +491,7 @@ def _promote_best(sweep: LoadedSweep, result: SweepResult, parent: TrackedRun) -
     result.best = best
     parent.set_tags({BEST_TRIAL_TAG: best.trial_id, BEST_RUN_TAG: best.run_id})
     spec = validate_trial(sweep.base_raw, best.params, best.trial_id)
-    state = load_state(Checkpoint(best.checkpoint_path))
+    state = load_state(best.checkpoint)
     child = TrackedRun(parent.tracking_uri, best.run_id)
     result.model_uri = child.log_model(final_model(spec, state), input_example(spec))
     result.registered_as = sweep.base_spec.tracking.register_as or sweep.space.name

@@ -1,9 +1,13 @@
-"""What each Ray Train worker runs: the plain training loop with a Ray-aware reporter."""
+"""What trains under Ray: the plain training loop with a Ray-aware reporter, either in each worker
+of a Ray Train worker group (`train_loop_per_worker`) or, for a one-worker sweep trial, in Tune's
+own trial process (`train_in_trial`)."""
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -33,25 +37,47 @@ STATE_FILE = "state.pt"
 PREEMPTION_POLL_STEPS = 5
 
 
-def load_state(checkpoint: ray.train.Checkpoint) -> dict:
+def load_state(checkpoint) -> dict:
+    """The training state in a checkpoint of Ray Train or Ray Tune."""
     with checkpoint.as_directory() as directory:
         return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
-class RayReporter:
-    """Reports to Ray Train (metrics + checkpoints), Ray's Prometheus metrics, the driver's
-    progress board (rank 0) and MLflow (rank 0)."""
+@dataclass(frozen=True)
+class RaySession:
+    """Where a reporter's results and checkpoints go: Ray Train's session, or a Tune trial's."""
 
-    def __init__(self, rank: int, board, run: TrackedRun | None, gauges: m.TrainMetrics, *, use_gpu: bool):
+    report: Callable[..., None]  # report(metrics, checkpoint=...)
+    checkpoint_type: type
+    preemption_info: Callable[[], object]  # None, or a notice with preempted_node_ids and deadline_ms
+
+
+TRAIN_SESSION = RaySession(ray.train.report, ray.train.Checkpoint, ray.train.get_preemption_info)
+
+
+def tune_session() -> RaySession:
+    from ray import tune
+
+    # A trial has no view of a node's drain: a preempted trial restarts from its latest checkpoint.
+    return RaySession(tune.report, tune.Checkpoint, lambda: None)
+
+
+class RayReporter:
+    """Reports to Ray (metrics + checkpoints, through `session`), Ray's Prometheus metrics, the
+    driver's progress board (rank 0, when there is one) and MLflow (rank 0)."""
+
+    def __init__(self, rank: int, board, run: TrackedRun | None, gauges: m.TrainMetrics, *, use_gpu: bool,
+                 session: RaySession = TRAIN_SESSION):
         self.rank = rank
         self.board = board
         self.run = run
         self.gauges = gauges
         self.use_gpu = use_gpu
+        self.session = session
         self.answered_notice = None  # the preemption notice a checkpoint has already answered
 
     def progress(self, update: Progress) -> None:
-        if self.rank == 0:
+        if self.rank == 0 and self.board is not None:
             self.board.post.remote(update)
         g = self.gauges
         g.set(m.EPOCH, update.epoch)
@@ -73,8 +99,9 @@ class RayReporter:
                 self.gauges.set(metric, report.metrics[key])
         # Log before reporting: at the report, Tune may stop the trial (ASHA) and end this process.
         if self.rank == 0:
-            # Waited for: a fire-and-forget call may be lost when the worker exits after the last epoch.
-            ray.get(self.board.post_epoch.remote(report.epoch, report.metrics))
+            if self.board is not None:
+                # Waited for: a fire-and-forget call may be lost when the worker exits after the last epoch.
+                ray.get(self.board.post_epoch.remote(report.epoch, report.metrics))
             if self.run is not None:
                 self.run.log_metrics(report.metrics, step=report.epoch)
         self._report(metrics, report.state)
@@ -89,7 +116,7 @@ class RayReporter:
     def checkpoint_requested(self, global_step: int) -> bool:
         if global_step % PREEMPTION_POLL_STEPS:
             return False
-        info = ray.train.get_preemption_info()
+        info = self.session.preemption_info()
         if info is None:
             return False
         notice = (tuple(info.preempted_node_ids), info.deadline_ms)
@@ -118,20 +145,29 @@ class RayReporter:
 
     def _report(self, metrics: dict, state: dict | None) -> None:
         if state is None:
-            ray.train.report(metrics)
+            self.session.report(metrics)
             return
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / STATE_FILE
             torch.save(state, path)
             size = path.stat().st_size
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+            self.session.report(metrics, checkpoint=self.session.checkpoint_type.from_directory(directory))
         self.gauges.set(m.CHECKPOINT_SECONDS, time.perf_counter() - started)
         self.gauges.set(m.CHECKPOINT_BYTES, size)
         self.gauges.inc(m.CHECKPOINTS)
 
 
-def _on_this_node(spec: JobSpec, sources: dict[str, tuple[str, str]]) -> JobSpec:
+def _note_start(run: TrackedRun, resume: dict | None, world_size: int) -> None:
+    if resume is not None:
+        run.set_tags({RESTORED_FROM_EPOCH_TAG: str(resume["epoch"])})
+        run.log_metrics({RESTORED_FROM_EPOCH_METRIC: resume["epoch"],
+                         RESTORED_FROM_STEP_METRIC: resume["global_step"]}, step=resume["epoch"])
+    # Every start of the worker group, so each elastic resize is one more point.
+    run.log_metrics({WORLD_SIZE_METRIC: world_size}, step=resume["global_step"] if resume else 0)
+
+
+def on_this_node(spec: JobSpec, sources: dict[str, tuple[str, str]]) -> JobSpec:
     """The spec with its .beton files copied from object storage to this node's cache."""
     from resplat.storage import localize
 
@@ -144,7 +180,7 @@ def train_loop_per_worker(config: dict) -> None:
     rank = context.get_world_rank()
     spec = JobSpec.model_validate(config["spec"])
     if config.get("data_sources"):
-        spec = _on_this_node(spec, config["data_sources"])
+        spec = on_this_node(spec, config["data_sources"])
     run = TrackedRun(config["tracking_uri"], config["run_id"]) if rank == 0 and config.get("run_id") else None
     checkpoint = ray.train.get_checkpoint()
     resume = load_state(checkpoint) if checkpoint is not None else None
@@ -163,12 +199,7 @@ def train_loop_per_worker(config: dict) -> None:
     gauges.set(m.PREEMPTIONS, joined["preemptions"])
     gauges.set(m.LOST_STEPS, joined["lost_steps"])
     if run is not None:
-        if resume is not None:
-            run.set_tags({RESTORED_FROM_EPOCH_TAG: str(resume["epoch"])})
-            run.log_metrics({RESTORED_FROM_EPOCH_METRIC: resume["epoch"],
-                             RESTORED_FROM_STEP_METRIC: resume["global_step"]}, step=resume["epoch"])
-        # Every start of the worker group, so each elastic resize is one more point.
-        run.log_metrics({WORLD_SIZE_METRIC: world_size}, step=start_step)
+        _note_start(run, resume, world_size)
         if joined["resize"]:
             run.set_tags({RESIZES_TAG: str(joined["resizes"])})
         if joined["restart"] or joined["resize"]:  # a resize also redoes the steps since the checkpoint
@@ -176,3 +207,23 @@ def train_loop_per_worker(config: dict) -> None:
                             step=joined["restarts"] + joined["resizes"])
     reporter = RayReporter(rank, config["board"], run, gauges, use_gpu=spec.scaling.use_gpu)
     train(spec, reporter, resume=resume, local_rank=context.get_local_rank())
+
+
+def train_in_trial(spec: JobSpec, *, run: TrackedRun, trial_id: str) -> dict[str, float]:
+    """Train a one-worker sweep trial in Tune's trial process itself, from Tune's latest checkpoint
+    of the trial when it restarts. Under Ray Train each trial would start a controller, a worker
+    group of one and their helper actors: most of a short trial's time, for nothing one worker needs."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    resume = load_state(checkpoint) if checkpoint is not None else None
+    earlier_starts = len(run.metric_history(WORLD_SIZE_METRIC))
+    _note_start(run, resume, world_size=1)
+    gauges = m.TrainMetrics(job=spec.name, run=run.run_id, trial=trial_id, worker=0)
+    # A trial restarted by Tune (a failure, a preemption, a resumed sweep) starts again here; the
+    # steps it redoes are not counted (Tune's restart leaves no record of how far it had got).
+    gauges.set(m.RESTARTS, earlier_starts)
+    gauges.set(m.PREEMPTIONS, 0)
+    gauges.set(m.LOST_STEPS, 0)
+    reporter = RayReporter(0, None, run, gauges, use_gpu=spec.scaling.use_gpu, session=tune_session())
+    return train(spec, reporter, resume=resume)

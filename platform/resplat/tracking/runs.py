@@ -131,6 +131,9 @@ class TrackedRun:
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
+    def metric_history(self, key: str) -> list:
+        return self.client.get_metric_history(self.run_id, key)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
