@@ -46,9 +46,7 @@ ProgressFactory = Callable[[str], Callable[[int, int], None]]
 def timing(event: str, **fields) -> None:
     """With RESPLAT_TIMING=1, one JSON line per start-up phase on stderr (bench/first_step.py reads them)."""
     if os.environ.get("RESPLAT_TIMING"):
-        # One write per line: the run opens on a thread beside Ray's start, and both say when.
-        sys.stderr.write(json.dumps({"resplat_timing": event, "t": time.time(), **fields}) + "\n")
-        sys.stderr.flush()
+        print(json.dumps({"resplat_timing": event, "t": time.time(), **fields}), file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -235,26 +233,23 @@ def submit(
     from resplat.tracking import TrackedRun, tracking_uri_for
 
     spec = spec.model_copy(update={"data": prepared.data})
-
-    def open_run() -> TrackedRun:
-        run = TrackedRun.create(
-            tracking_uri_for(spec.tracking),
-            spec.tracking.experiment,
-            run_name=spec.name,
-            params=flatten(spec),
-            texts={SUBMITTED_SPEC: spec_text, RESOLVED_SPEC: to_yaml(spec)},
-            tags={
-                JOB_TAG: spec.name,
-                TRAIN_SHA256_TAG: prepared.train.sha256,
-                VAL_SHA256_TAG: prepared.val.sha256,
-            },
-        )
-        if on_run is not None:
-            on_run(run.run_id)
-        return run
-
-    return _train_and_log(spec, open_run, started=time.perf_counter(), address=address, verbose=verbose,
-                          on_update=on_update)
+    started = time.perf_counter()
+    timing("mlflow_run")
+    run = TrackedRun.create(
+        tracking_uri_for(spec.tracking),
+        spec.tracking.experiment,
+        run_name=spec.name,
+        params=flatten(spec),
+        texts={SUBMITTED_SPEC: spec_text, RESOLVED_SPEC: to_yaml(spec)},
+        tags={
+            JOB_TAG: spec.name,
+            TRAIN_SHA256_TAG: prepared.train.sha256,
+            VAL_SHA256_TAG: prepared.val.sha256,
+        },
+    )
+    if on_run is not None:
+        on_run(run.run_id)
+    return _train_and_log(spec, run, started=started, address=address, verbose=verbose, on_update=on_update)
 
 
 def resume(
@@ -278,12 +273,8 @@ def resume(
     if expect_job is not None and spec.name != expect_job:
         raise InputError(f"--resume {run_id}: that run is of job {spec.name!r}, not {expect_job!r}")
     check_runnable(spec, address=address)
-
-    def reopen() -> TrackedRun:
-        run.reopen()
-        return run
-
-    return _train_and_log(spec, reopen, started=time.perf_counter(), address=address, verbose=verbose,
+    run.reopen()
+    return _train_and_log(spec, run, started=time.perf_counter(), address=address, verbose=verbose,
                           on_update=on_update)
 
 
@@ -300,29 +291,7 @@ def publish_data(spec: JobSpec) -> dict[str, tuple[str, str]] | None:
     return sources
 
 
-def _in_background(work: Callable[[], object]):
-    """`work()` on a thread; the returned Future gives its result or raises its error."""
-    import threading
-    from concurrent.futures import Future
-
-    done: Future = Future()
-
-    def run() -> None:
-        try:
-            done.set_result(work())
-        except BaseException as error:  # noqa: BLE001 - raised again by done.result()
-            done.set_exception(error)
-
-    threading.Thread(target=run, name="resplat-open-run", daemon=True).start()
-    return done
-
-
-def _train_and_log(spec: JobSpec, open_run: Callable[[], object], *, started: float, address, verbose,
-                   on_update) -> JobResult:
-    """Open the run (`open_run`) while Ray starts, train, log the model; the run ends FINISHED,
-    KILLED (Ctrl-C, SIGTERM) or FAILED."""
-    # Imported before the run opens beside Ray's start: imports hold Python's lock, which two threads
-    # would take turns at, while ray.init mostly waits for the processes it starts.
+def _train_and_log(spec: JobSpec, run, *, started: float, address, verbose, on_update) -> JobResult:
     from resplat.orchestrate.runtime import start_ray
     from resplat.orchestrate.trainer import run_training
 
@@ -341,23 +310,10 @@ def _train_and_log(spec: JobSpec, open_run: Callable[[], object], *, started: fl
         if on_update is not None:
             on_update(progress, epochs)
 
-    # Both take seconds. Ray starts on this thread: Linux ends the processes it starts (their
-    # parent-death signal) when the thread that started them ends.
-    def open_and_say():
-        timing("mlflow_run")
-        opened = open_run()
-        timing("mlflow_run_ready")
-        return opened
-
-    opening = _in_background(open_and_say)
-    run = None
     try:
-        try:
-            timing("ray")
-            start_ray(address=address, verbose=verbose)
-            timing("ray_ready")
-        finally:
-            run = opening.result()  # ended below when Ray failed to start or was interrupted
+        timing("ray")
+        start_ray(address=address, verbose=verbose)
+        timing("ray_ready")
         outcome = run_training(spec, run=run, run_name=f"{spec.name}-{run.run_id[:8]}", on_update=update,
                                data_sources=publish_data(spec))
         model_uri = run.log_model(final_model(spec, outcome.final_state), input_example(spec))
@@ -367,16 +323,13 @@ def _train_and_log(spec: JobSpec, open_run: Callable[[], object], *, started: fl
         run.log_metrics({WALL_SECONDS_METRIC: wall}, step=outcome.final_state["epoch"])
         run.set_tags({WORKER_GROUP_RESTARTS_TAG: str(outcome.restarts)})
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (Ray's handler exits after ray.init)
-        if run is None:
-            raise
         checkpointed = [e["epoch"] for e in seen if e["epoch"] % spec.checkpoint.every_epochs == 0]
         run.set_tags({LAST_CHECKPOINT_EPOCH_TAG: str(max(checkpointed, default=0))})
         run.end("KILLED")
         raise Interrupted(f"run {run.run_id} stopped; its checkpoints are kept. "
                           f"Continue it with: resplat submit JOB.yaml --resume {run.run_id}") from None
     except BaseException:
-        if run is not None:
-            run.end("FAILED")
+        run.end("FAILED")
         raise
     run.end("FINISHED")
     return JobResult(
