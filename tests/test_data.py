@@ -381,7 +381,8 @@ for _ in loader:  # the whole epoch: exiting while FFCV's thread runs a parallel
 
 def test_compiled_stages_are_cached_on_disk_and_reused(val_beton, photo_beton, tmp_path):
     """A second process loads FFCV's compiled stages from numba's cache instead of compiling, and
-    gets the same batches; serial and parallel builds are kept apart."""
+    gets the same batches; serial and parallel builds are kept apart. The numba dict functions that
+    FFCV's import compiles come from the cache too."""
     cache = tmp_path / "numba"
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "NUMBA_DEBUG_CACHE": "1"}
     runs = []
@@ -397,8 +398,10 @@ def test_compiled_stages_are_cached_on_disk_and_reused(val_beton, photo_beton, t
     assert "data saved to" in first  # (it may load too: the two loaders share a reader)
     assert "data loaded from" in second and "data saved to" not in second
     np.testing.assert_array_equal(np.load(tmp_path / "first.npy"), np.load(tmp_path / "second.npy"))
-    for flavour in ("serial", "parallel"):
+    for flavour in ("serial", "parallel", "typed"):
         assert list((cache / flavour).rglob("*.nbi")), f"nothing cached under {flavour}/"
+    loaded = [line for line in second.splitlines() if "data loaded from" in line]
+    assert any("typeddict._setitem" in line for line in loaded), loaded
 
 
 def test_imagenet_loaders_give_cropped_normalised_batches(photo_beton):

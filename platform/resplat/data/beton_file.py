@@ -270,6 +270,9 @@ def write_image_label_file(
     A bad image without ``skip_bad`` raises DataError naming it; anything raised
     (including from ``progress``) stops and reaps the workers first.
     """
+    from resplat.data.compile_cache import cache_typed_containers
+
+    cache_typed_containers()  # before FFCV's first import
     from ffcv.fields import IntField, RGBImageField
     from ffcv.memory_allocator import MemoryAllocator
     from ffcv.types import HeaderType, get_metadata_type

@@ -193,9 +193,9 @@ def build_loader(
     device = torch.device(device)
     drop_last = train if drop_last is None else drop_last
 
+    cache_compiled_stages()  # before FFCV's first import
     from ffcv.loader import OrderOption
 
-    cache_compiled_stages()
     reader = _read_beton(path)
     _check_fields(path, reader, pipeline, resolution)
 
