@@ -137,7 +137,7 @@ def make_trainable(base_raw: dict, *, sweep_name: str, tracking_uri: str, experi
         if trains_in_place(spec):
             from resplat.orchestrate.worker import on_this_node, train_in_trial
 
-            train_in_trial(on_this_node(spec, data_sources) if data_sources else spec, run=child, trial_id=trial_id)
+            train_in_trial(on_this_node(spec, data_sources), run=child, trial_id=trial_id)
             finished = True  # a trial the scheduler stops never returns from its last report
         else:
             from ray.tune.integration.ray_train import TuneReportCallback

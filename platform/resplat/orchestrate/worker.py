@@ -163,12 +163,15 @@ def _note_start(run: TrackedRun, resume: dict | None, world_size: int) -> None:
         run.set_tags({RESTORED_FROM_EPOCH_TAG: str(resume["epoch"])})
         run.log_metrics({RESTORED_FROM_EPOCH_METRIC: resume["epoch"],
                          RESTORED_FROM_STEP_METRIC: resume["global_step"]}, step=resume["epoch"])
-    # Every start of the worker group, so each elastic resize is one more point.
+    # Every start (of a worker group, or of an in-place trial), so each elastic resize is one more point.
     run.log_metrics({WORLD_SIZE_METRIC: world_size}, step=resume["global_step"] if resume else 0)
 
 
-def on_this_node(spec: JobSpec, sources: dict[str, tuple[str, str]]) -> JobSpec:
-    """The spec with its .beton files copied from object storage to this node's cache."""
+def on_this_node(spec: JobSpec, sources: dict[str, tuple[str, str]] | None) -> JobSpec:
+    """The spec with its .beton files copied from object storage to this node's cache (as it is
+    when there are none there)."""
+    if not sources:
+        return spec
     from resplat.storage import localize
 
     local = {split: localize(uri, sha256) for split, (uri, sha256) in sources.items()}
@@ -178,9 +181,7 @@ def on_this_node(spec: JobSpec, sources: dict[str, tuple[str, str]]) -> JobSpec:
 def train_loop_per_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank = context.get_world_rank()
-    spec = JobSpec.model_validate(config["spec"])
-    if config.get("data_sources"):
-        spec = on_this_node(spec, config["data_sources"])
+    spec = on_this_node(JobSpec.model_validate(config["spec"]), config.get("data_sources"))
     run = TrackedRun(config["tracking_uri"], config["run_id"]) if rank == 0 and config.get("run_id") else None
     checkpoint = ray.train.get_checkpoint()
     resume = load_state(checkpoint) if checkpoint is not None else None
